@@ -1,0 +1,412 @@
+//! The agent loop: connects to tailscaled's IPN bus, turns what it hears into [`Event`]s, asks
+//! [`Machine`] what to do, does it, and reports every transition. All decisions live in
+//! `decide`; this module only performs I/O.
+
+use crate::config::Settings;
+use crate::decide::{Action, Event, FailureKind, Machine, Phase, Policy};
+use crate::error::{AgentError, LocalApiError};
+use crate::localapi::{Bus, LocalApi, WATCH_MASK};
+use crate::prefs;
+use crate::redact::redact;
+use crate::report::status_file::ErrorReport;
+use crate::report::{Reporter, Transition};
+use crate::secrets::{self, KeyContext};
+use crate::state::{BackendState, NodeFacts};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until};
+
+pub struct Agent {
+    settings: Settings,
+    api: LocalApi,
+    keys: KeyContext,
+    machine: Machine,
+    reporter: Reporter,
+    /// When the join in flight times out.
+    join_deadline: Option<Instant>,
+    /// When a scheduled retry is due.
+    retry_at: Option<Instant>,
+    /// The last transient error talking to tailscaled, for the status line.
+    last_connect_error: Option<LocalApiError>,
+}
+
+/// How the loop ended without an error.
+enum Exit {
+    Signal(&'static str),
+}
+
+impl Agent {
+    pub fn new(
+        settings: Settings,
+        keys: KeyContext,
+        reporter: Reporter,
+    ) -> Result<Self, AgentError> {
+        let api = LocalApi::new(&settings.socket).map_err(AgentError::LocalApi)?;
+        let machine = Machine::new(Policy {
+            on_stopped: settings.on_stopped,
+            key_attempts: settings.retry.key_attempts,
+            max_attempts: settings.retry.max_attempts,
+        });
+        Ok(Agent {
+            settings,
+            api,
+            keys,
+            machine,
+            reporter,
+            join_deadline: None,
+            retry_at: None,
+            last_connect_error: None,
+        })
+    }
+
+    /// Runs until a signal asks it to stop (Ok) or it gives up (Err).
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| AgentError::Internal(format!("cannot handle SIGTERM: {e}")))?;
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| AgentError::Internal(format!("cannot handle SIGINT: {e}")))?;
+        self.report_phase(Phase::Starting);
+        let outcome = tokio::select! {
+            r = self.watch_forever() => r,
+            _ = sigterm.recv() => Ok(Exit::Signal("SIGTERM")),
+            _ = sigint.recv() => Ok(Exit::Signal("SIGINT")),
+        };
+        match outcome {
+            Ok(Exit::Signal(name)) => {
+                tracing::info!(
+                    tailjoin_state = self.machine.phase().name(),
+                    "stopping on {name}"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let summary = format!("failed: {e}");
+                self.reporter.transition(Transition {
+                    phase: Phase::Failed,
+                    summary,
+                    backend: self.machine.backend(),
+                    node: None,
+                    error: Some(ErrorReport {
+                        kind: e.kind().to_owned(),
+                        message: e.to_string(),
+                    }),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry.initial_delay)
+            .with_max_delay(self.settings.retry.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.settings.retry.max_attempts as usize)
+    }
+
+    /// The delay before the `attempt`-th retry in a row (1-based), with jitter.
+    fn delay_for(&self, attempt: u32) -> Duration {
+        self.backoff()
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.settings.retry.max_delay)
+    }
+
+    async fn watch_forever(&mut self) -> Result<Exit, AgentError> {
+        loop {
+            let mut bus = self.connect().await?;
+            self.last_connect_error = None;
+            let lost = self.follow(&mut bus).await?;
+            tracing::info!("lost the IPN bus ({lost}); tailscaled stopped or restarted");
+            self.handle(Event::TailscaledLost).await?;
+        }
+    }
+
+    /// Opens the IPN bus, retrying transient failures with exponential backoff and jitter.
+    async fn connect(&mut self) -> Result<Bus, AgentError> {
+        let mut delays = self.backoff().build();
+        let mut attempts = 0u32;
+        loop {
+            match self.api.watch(WATCH_MASK).await {
+                Ok(bus) => return Ok(bus),
+                Err(e) if e.is_transient() => {
+                    attempts += 1;
+                    let Some(delay) = delays.next() else {
+                        return Err(AgentError::GaveUp {
+                            attempts,
+                            last: e.to_string(),
+                        });
+                    };
+                    self.last_connect_error = Some(e);
+                    self.report_phase(Phase::WaitingForTailscaled);
+                    tracing::debug!("next attempt to reach tailscaled in {delay:?}");
+                    self.wait_keeping_timers(delay).await?;
+                }
+                Err(e) => return Err(AgentError::LocalApi(e)),
+            }
+        }
+    }
+
+    /// Sleeps for `delay`, still delivering a due retry or join timeout.
+    async fn wait_keeping_timers(&mut self, delay: Duration) -> Result<(), AgentError> {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => return Ok(()),
+                _ = sleep_until(self.retry_at.unwrap_or(until)), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    self.handle(Event::RetryDue).await?;
+                }
+            }
+        }
+    }
+
+    /// Follows the bus until it closes. Returns why it closed.
+    async fn follow(&mut self, bus: &mut Bus) -> Result<LocalApiError, AgentError> {
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                n = bus.next() => match n {
+                    Ok(notify) => {
+                        if let Some(msg) = notify.err_message {
+                            self.handle(Event::BackendError(redact(&msg))).await?;
+                        }
+                        if let Some(state) = notify.state {
+                            self.handle(Event::Backend(state)).await?;
+                        }
+                    }
+                    Err(e) => return Ok(e),
+                },
+                _ = sleep_until(self.join_deadline.unwrap_or(far)), if self.join_deadline.is_some() => {
+                    self.join_deadline = None;
+                    self.handle(Event::JoinTimedOut).await?;
+                }
+                _ = sleep_until(self.retry_at.unwrap_or(far)), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    self.handle(Event::RetryDue).await?;
+                }
+            }
+        }
+    }
+
+    /// Decides about `event` and performs the action, and any action its outcome calls for.
+    async fn handle(&mut self, event: Event) -> Result<(), AgentError> {
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            tracing::debug!(?event, "event");
+            let action = self.machine.on(event);
+            tracing::debug!(?action, "action");
+            match &action {
+                Action::Watch(Phase::Joining) | Action::Watch(Phase::Retrying) => {}
+                Action::Join => {}
+                _ => self.join_deadline = None,
+            }
+            if !matches!(
+                action,
+                Action::Watch(Phase::Retrying) | Action::RetryLater { .. }
+            ) {
+                self.retry_at = None;
+            }
+            next = match action {
+                Action::Watch(phase) => {
+                    self.report_phase(phase);
+                    None
+                }
+                Action::Join => self.join().await?,
+                Action::Resume => {
+                    self.report_phase(Phase::Resuming);
+                    if let Err(e) = self.api.edit_prefs(&prefs::resume_prefs()).await {
+                        tracing::warn!("cannot bring tailscaled back up: {e}");
+                    }
+                    None
+                }
+                Action::Ready => {
+                    self.ready().await;
+                    None
+                }
+                Action::RetryLater {
+                    kind,
+                    reason,
+                    delay_attempt,
+                } => {
+                    let delay = self.delay_for(delay_attempt);
+                    self.retry_at = Some(Instant::now() + delay);
+                    self.reporter.transition(Transition {
+                        phase: Phase::Retrying,
+                        summary: format!(
+                            "retrying in {:.1}s after {}: {reason}",
+                            delay.as_secs_f64(),
+                            kind.name()
+                        ),
+                        backend: self.machine.backend(),
+                        node: None,
+                        error: Some(ErrorReport {
+                            kind: kind.name().to_owned(),
+                            message: reason,
+                        }),
+                    });
+                    None
+                }
+                Action::GiveUp {
+                    kind,
+                    reason,
+                    attempts,
+                } => {
+                    return Err(match kind {
+                        FailureKind::KeyRejected => AgentError::KeyRejected { attempts, reason },
+                        FailureKind::JoinTimeout | FailureKind::JoinRequest => AgentError::GaveUp {
+                            attempts,
+                            last: reason,
+                        },
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads the key and submits it. Returns the event its outcome produces, if any.
+    async fn join(&mut self) -> Result<Option<Event>, AgentError> {
+        self.report_phase(Phase::Joining);
+        let key = secrets::read_key(&self.settings.auth_key, &self.keys)?;
+        let outcome = async {
+            let current = self.api.prefs().await?;
+            let update = prefs::join_prefs(&current, &self.settings);
+            let status = self.api.status().await?;
+            self.api.start(&key, &update).await?;
+            if !status.have_node_key {
+                self.api.login_interactive().await?;
+            }
+            Ok::<(), LocalApiError>(())
+        }
+        .await;
+        drop(key);
+        match outcome {
+            Ok(()) => {
+                self.join_deadline = Some(Instant::now() + self.settings.join_timeout);
+                Ok(None)
+            }
+            Err(e) => Ok(Some(Event::JoinRequestFailed {
+                message: redact(&e.to_string()),
+                transient: e.is_transient(),
+            })),
+        }
+    }
+
+    async fn ready(&mut self) {
+        let node = match self.api.status().await {
+            Ok(status) => Some(NodeFacts::from(&status)),
+            Err(e) => {
+                tracing::warn!("joined, but cannot read tailscaled's status: {e}");
+                None
+            }
+        };
+        let first = self.reporter.current().time_to_join_ms.is_none();
+        let joined_in = if first {
+            format!(
+                " (joined in {:.1}s)",
+                self.reporter.elapsed_ms() as f64 / 1000.0
+            )
+        } else {
+            String::new()
+        };
+        let summary = match &node {
+            Some(n) => format!(
+                "Running as {} {} on tailnet {}{joined_in}",
+                if n.dns_name.is_empty() {
+                    "(no DNS name)"
+                } else {
+                    &n.dns_name
+                },
+                n.tailscale_ips.join(" "),
+                if n.tailnet.is_empty() {
+                    "(unnamed)"
+                } else {
+                    &n.tailnet
+                },
+            ),
+            None => format!("Running{joined_in}"),
+        };
+        self.reporter.transition(Transition {
+            phase: Phase::Running,
+            summary,
+            backend: Some(BackendState::Running),
+            node,
+            error: None,
+        });
+    }
+
+    /// Reports a phase whose summary follows from the agent's own state.
+    fn report_phase(&mut self, phase: Phase) {
+        let backend = self.machine.backend();
+        let server = self
+            .settings
+            .login_server
+            .as_deref()
+            .unwrap_or("the Tailscale control server");
+        let (summary, error) = match phase {
+            Phase::Starting => ("starting".to_owned(), None),
+            Phase::WaitingForTailscaled => match &self.last_connect_error {
+                Some(e) => (
+                    format!("waiting for tailscaled: {e}"),
+                    Some(ErrorReport {
+                        kind: e.kind().to_owned(),
+                        message: e.to_string(),
+                    }),
+                ),
+                None => (
+                    format!("waiting for tailscaled at {}", self.api.socket().display()),
+                    None,
+                ),
+            },
+            Phase::WaitingForBackend => (
+                format!(
+                    "waiting for tailscaled to settle (backend {})",
+                    backend.map(|b| b.name()).unwrap_or("unknown")
+                ),
+                None,
+            ),
+            Phase::Joining => match self.machine.last_join_error() {
+                Some(e) => (
+                    format!("joining {server}; tailscaled reports: {e}"),
+                    Some(ErrorReport {
+                        kind: "control-unreachable".to_owned(),
+                        message: e.to_owned(),
+                    }),
+                ),
+                None => (
+                    format!(
+                        "joining {server} with the key from {}",
+                        self.settings.auth_key.describe()
+                    ),
+                    None,
+                ),
+            },
+            Phase::AwaitingApproval => (
+                "key accepted; waiting for an administrator to approve this device".to_owned(),
+                None,
+            ),
+            Phase::Resuming => (
+                "tailscaled was stopped; bringing it back up (on_stopped = resume)".to_owned(),
+                None,
+            ),
+            Phase::Stopped => (
+                "tailscaled is stopped (tailscale down); leaving it down (on_stopped = respect)"
+                    .to_owned(),
+                None,
+            ),
+            Phase::Running => return,
+            Phase::Retrying | Phase::Failed => return,
+        };
+        self.reporter.transition(Transition {
+            phase,
+            summary,
+            backend,
+            node: None,
+            error,
+        });
+    }
+}

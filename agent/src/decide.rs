@@ -1,0 +1,662 @@
+//! The agent's decisions, free of I/O: given what tailscaled reported and what happened before,
+//! what to do next. [`Machine::on`] is the whole policy; the agent loop only performs the
+//! returned [`Action`] and feeds the outcome back as the next [`Event`].
+
+use crate::config::OnStopped;
+use crate::state::BackendState;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the agent is doing: reported in `STATUS=`, journald's `TAILJOIN_STATE` and the status
+/// file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Starting,
+    WaitingForTailscaled,
+    WaitingForBackend,
+    Joining,
+    AwaitingApproval,
+    Resuming,
+    Stopped,
+    Running,
+    Retrying,
+    Failed,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForTailscaled => "waiting-for-tailscaled",
+            Phase::WaitingForBackend => "waiting-for-backend",
+            Phase::Joining => "joining",
+            Phase::AwaitingApproval => "awaiting-approval",
+            Phase::Resuming => "resuming",
+            Phase::Stopped => "stopped",
+            Phase::Running => "running",
+            Phase::Retrying => "retrying",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something that happened, as the agent loop observed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// tailscaled's backend state, first on connecting to the bus, then on every change.
+    Backend(BackendState),
+    /// tailscaled put an error message on the bus (`ErrMessage`).
+    BackendError(String),
+    /// Submitting the key failed at the LocalAPI itself (not at the control server).
+    JoinRequestFailed { message: String, transient: bool },
+    /// A join attempt did not reach `Running` within the join timeout.
+    JoinTimedOut,
+    /// The delay scheduled by [`Action::RetryLater`] has passed.
+    RetryDue,
+    /// The bus connection to tailscaled was lost (tailscaled stopped or restarted).
+    TailscaledLost,
+}
+
+/// Why a join attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The control server refused the key: invalid, expired or already used.
+    KeyRejected,
+    /// No `Running` within the join timeout (control server unreachable, DERP down, …).
+    JoinTimeout,
+    /// tailscaled refused or failed the request to start.
+    JoinRequest,
+}
+
+impl FailureKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::KeyRejected => "key-rejected",
+            FailureKind::JoinTimeout => "join-timeout",
+            FailureKind::JoinRequest => "join-request",
+        }
+    }
+}
+
+/// What the agent loop must do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do; keep watching the bus. The phase to report.
+    Watch(Phase),
+    /// Read the key from its source and submit it with the configured preferences.
+    Join,
+    /// Bring a stopped tailscaled back up; no key needed.
+    Resume,
+    /// The node is Running.
+    Ready,
+    /// Wait `delay_attempt`'s backoff delay, then deliver [`Event::RetryDue`].
+    RetryLater {
+        kind: FailureKind,
+        reason: String,
+        /// 1 for the first retry in a row, 2 for the second, …
+        delay_attempt: u32,
+    },
+    /// Stop trying.
+    GiveUp {
+        kind: FailureKind,
+        reason: String,
+        attempts: u32,
+    },
+}
+
+/// Bounds and choices from the configuration that the decisions depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub on_stopped: OnStopped,
+    /// Rejected-key attempts before giving up.
+    pub key_attempts: u32,
+    /// Other failed join attempts in a row before giving up.
+    pub max_attempts: u32,
+}
+
+/// Is this `ErrMessage` the control server refusing the key? Anything else is treated as
+/// transient (tailscaled keeps retrying the control server by itself).
+pub fn is_key_rejection(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    const KEY_WORDS: [&str; 6] = [
+        "authkey",
+        "auth key",
+        "auth-key",
+        "preauthkey",
+        "pre-auth key",
+        "invalid key",
+    ];
+    const REFUSALS: [&str; 9] = [
+        "invalid",
+        "expired",
+        "already used",
+        "used already",
+        "not found",
+        "does not exist",
+        "not valid",
+        "unauthorized",
+        "rejected",
+    ];
+    KEY_WORDS.iter().any(|w| m.contains(w)) && REFUSALS.iter().any(|r| m.contains(r))
+}
+
+/// The agent's memory between events.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    policy: Policy,
+    phase: Phase,
+    backend: Option<BackendState>,
+    join_in_flight: bool,
+    key_rejections: u32,
+    join_failures: u32,
+    /// The last error tailscaled reported during the current join attempt.
+    last_join_error: Option<String>,
+}
+
+impl Machine {
+    pub fn new(policy: Policy) -> Self {
+        Machine {
+            policy,
+            phase: Phase::Starting,
+            backend: None,
+            join_in_flight: false,
+            key_rejections: 0,
+            join_failures: 0,
+            last_join_error: None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn backend(&self) -> Option<BackendState> {
+        self.backend
+    }
+
+    pub fn join_in_flight(&self) -> bool {
+        self.join_in_flight
+    }
+
+    /// The error tailscaled reported during the join in flight, if any (e.g. control server
+    /// unreachable), for status lines.
+    pub fn last_join_error(&self) -> Option<&str> {
+        self.last_join_error.as_deref()
+    }
+
+    /// Decides what to do about `event`, and remembers what was decided.
+    pub fn on(&mut self, event: Event) -> Action {
+        let action = self.decide(event);
+        self.phase = match &action {
+            Action::Watch(p) => *p,
+            Action::Join => Phase::Joining,
+            Action::Resume => Phase::Resuming,
+            Action::Ready => Phase::Running,
+            Action::RetryLater { .. } => Phase::Retrying,
+            Action::GiveUp { .. } => Phase::Failed,
+        };
+        action
+    }
+
+    fn decide(&mut self, event: Event) -> Action {
+        if self.phase == Phase::Failed {
+            return Action::Watch(Phase::Failed);
+        }
+        match event {
+            Event::Backend(state) => {
+                self.backend = Some(state);
+                self.on_backend(state)
+            }
+            Event::BackendError(message) => {
+                if !self.join_in_flight {
+                    // Not about our login (e.g. a map poll hiccup): nothing to decide.
+                    return Action::Watch(self.phase);
+                }
+                if is_key_rejection(&message) {
+                    self.join_in_flight = false;
+                    self.last_join_error = None;
+                    self.key_rejections += 1;
+                    if self.key_rejections >= self.policy.key_attempts {
+                        Action::GiveUp {
+                            kind: FailureKind::KeyRejected,
+                            reason: message,
+                            attempts: self.key_rejections,
+                        }
+                    } else {
+                        Action::RetryLater {
+                            kind: FailureKind::KeyRejected,
+                            reason: message,
+                            delay_attempt: self.key_rejections,
+                        }
+                    }
+                } else {
+                    // tailscaled retries the control server itself; the join timeout bounds it.
+                    self.last_join_error = Some(message);
+                    Action::Watch(Phase::Joining)
+                }
+            }
+            Event::JoinRequestFailed { message, transient } => {
+                self.join_in_flight = false;
+                self.last_join_error = None;
+                if transient {
+                    self.transient_failure(FailureKind::JoinRequest, message)
+                } else {
+                    Action::GiveUp {
+                        kind: FailureKind::JoinRequest,
+                        reason: message,
+                        attempts: self.join_failures + 1,
+                    }
+                }
+            }
+            Event::JoinTimedOut => {
+                if !self.join_in_flight {
+                    return Action::Watch(self.phase);
+                }
+                self.join_in_flight = false;
+                let reason = match self.last_join_error.take() {
+                    Some(e) => format!("not Running within the join timeout; tailscaled said: {e}"),
+                    None => "not Running within the join timeout".to_owned(),
+                };
+                self.transient_failure(FailureKind::JoinTimeout, reason)
+            }
+            Event::RetryDue => {
+                if self.phase != Phase::Retrying {
+                    return Action::Watch(self.phase);
+                }
+                self.phase = Phase::Starting;
+                match self.backend {
+                    Some(state) => self.on_backend(state),
+                    None => Action::Watch(Phase::WaitingForTailscaled),
+                }
+            }
+            Event::TailscaledLost => {
+                // Whatever we submitted died with tailscaled; start over when it is back.
+                self.join_in_flight = false;
+                self.last_join_error = None;
+                self.backend = None;
+                if self.phase == Phase::Retrying {
+                    Action::Watch(Phase::Retrying)
+                } else {
+                    Action::Watch(Phase::WaitingForTailscaled)
+                }
+            }
+        }
+    }
+
+    fn on_backend(&mut self, state: BackendState) -> Action {
+        match state {
+            BackendState::Running => {
+                self.join_in_flight = false;
+                self.last_join_error = None;
+                self.key_rejections = 0;
+                self.join_failures = 0;
+                Action::Ready
+            }
+            BackendState::NeedsMachineAuth => {
+                // The key was accepted; an administrator must approve the device. Spending
+                // another key would not help.
+                self.join_in_flight = false;
+                self.last_join_error = None;
+                Action::Watch(Phase::AwaitingApproval)
+            }
+            BackendState::NeedsLogin => {
+                if self.join_in_flight {
+                    // tailscaled passes through NeedsLogin while it logs in.
+                    Action::Watch(Phase::Joining)
+                } else if self.phase == Phase::Retrying {
+                    Action::Watch(Phase::Retrying)
+                } else {
+                    self.join_in_flight = true;
+                    self.last_join_error = None;
+                    Action::Join
+                }
+            }
+            BackendState::Stopped => {
+                self.join_in_flight = false;
+                match self.policy.on_stopped {
+                    OnStopped::Resume if self.phase == Phase::Resuming => {
+                        Action::Watch(Phase::Resuming)
+                    }
+                    OnStopped::Resume => Action::Resume,
+                    OnStopped::Respect => Action::Watch(Phase::Stopped),
+                }
+            }
+            BackendState::NoState
+            | BackendState::Starting
+            | BackendState::InUseOtherUser
+            | BackendState::Unknown => {
+                if self.join_in_flight {
+                    Action::Watch(Phase::Joining)
+                } else if self.phase == Phase::Retrying {
+                    Action::Watch(Phase::Retrying)
+                } else {
+                    Action::Watch(Phase::WaitingForBackend)
+                }
+            }
+        }
+    }
+
+    fn transient_failure(&mut self, kind: FailureKind, reason: String) -> Action {
+        self.join_failures += 1;
+        if self.join_failures >= self.policy.max_attempts {
+            Action::GiveUp {
+                kind,
+                reason,
+                attempts: self.join_failures,
+            }
+        } else {
+            Action::RetryLater {
+                kind,
+                reason,
+                delay_attempt: self.join_failures,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BackendState::*;
+
+    fn policy() -> Policy {
+        Policy {
+            on_stopped: OnStopped::Resume,
+            key_attempts: 2,
+            max_attempts: 3,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine::new(policy())
+    }
+
+    #[test]
+    fn each_initial_backend_state_maps_to_one_action() {
+        let table = [
+            (NoState, Action::Watch(Phase::WaitingForBackend)),
+            (Starting, Action::Watch(Phase::WaitingForBackend)),
+            (Unknown, Action::Watch(Phase::WaitingForBackend)),
+            (NeedsLogin, Action::Join),
+            (NeedsMachineAuth, Action::Watch(Phase::AwaitingApproval)),
+            (Stopped, Action::Resume),
+            (Running, Action::Ready),
+        ];
+        for (state, want) in table {
+            assert_eq!(machine().on(Event::Backend(state)), want, "{state}");
+        }
+    }
+
+    #[test]
+    fn stopped_is_left_alone_when_the_operator_is_respected() {
+        let mut m = Machine::new(Policy {
+            on_stopped: OnStopped::Respect,
+            ..policy()
+        });
+        assert_eq!(m.on(Event::Backend(Stopped)), Action::Watch(Phase::Stopped));
+        assert_eq!(m.phase(), Phase::Stopped);
+    }
+
+    #[test]
+    fn resume_is_sent_once_while_stopped_repeats() {
+        let mut m = machine();
+        assert_eq!(m.on(Event::Backend(Stopped)), Action::Resume);
+        assert_eq!(
+            m.on(Event::Backend(Stopped)),
+            Action::Watch(Phase::Resuming)
+        );
+        assert_eq!(
+            m.on(Event::Backend(Starting)),
+            Action::Watch(Phase::WaitingForBackend)
+        );
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+    }
+
+    #[test]
+    fn a_normal_join_reads_the_key_once() {
+        let mut m = machine();
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+        // tailscaled re-announces NeedsLogin and Starting while logging in: no second join.
+        assert_eq!(
+            m.on(Event::Backend(NeedsLogin)),
+            Action::Watch(Phase::Joining)
+        );
+        assert_eq!(
+            m.on(Event::Backend(Starting)),
+            Action::Watch(Phase::Joining)
+        );
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+        assert_eq!(m.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn an_already_running_node_never_joins() {
+        let mut m = machine();
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+        assert_eq!(m.on(Event::JoinTimedOut), Action::Watch(Phase::Running));
+    }
+
+    #[test]
+    fn approval_pending_spends_no_key() {
+        let mut m = machine();
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+        assert_eq!(
+            m.on(Event::Backend(NeedsMachineAuth)),
+            Action::Watch(Phase::AwaitingApproval)
+        );
+        assert!(!m.join_in_flight());
+        // The join timeout no longer applies, and the approval itself brings Running.
+        assert_eq!(
+            m.on(Event::JoinTimedOut),
+            Action::Watch(Phase::AwaitingApproval)
+        );
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+    }
+
+    #[test]
+    fn a_rejected_key_is_retried_a_bounded_number_of_times() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        let msg = "invalid key: authkey not found".to_string();
+        assert_eq!(
+            m.on(Event::BackendError(msg.clone())),
+            Action::RetryLater {
+                kind: FailureKind::KeyRejected,
+                reason: msg.clone(),
+                delay_attempt: 1
+            }
+        );
+        // While the retry waits, tailscaled's NeedsLogin must not trigger a join.
+        assert_eq!(
+            m.on(Event::Backend(NeedsLogin)),
+            Action::Watch(Phase::Retrying)
+        );
+        assert_eq!(m.on(Event::RetryDue), Action::Join);
+        assert_eq!(
+            m.on(Event::BackendError(msg.clone())),
+            Action::GiveUp {
+                kind: FailureKind::KeyRejected,
+                reason: msg,
+                attempts: 2
+            }
+        );
+        assert_eq!(m.phase(), Phase::Failed);
+        // Failed is final.
+        assert_eq!(
+            m.on(Event::Backend(NeedsLogin)),
+            Action::Watch(Phase::Failed)
+        );
+    }
+
+    #[test]
+    fn transient_control_errors_wait_for_the_join_timeout() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        let msg = "register request: connection refused".to_string();
+        assert_eq!(
+            m.on(Event::BackendError(msg)),
+            Action::Watch(Phase::Joining)
+        );
+        assert_eq!(
+            m.last_join_error(),
+            Some("register request: connection refused")
+        );
+        match m.on(Event::JoinTimedOut) {
+            Action::RetryLater {
+                kind: FailureKind::JoinTimeout,
+                reason,
+                delay_attempt: 1,
+            } => assert!(reason.contains("connection refused"), "{reason}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn join_timeouts_give_up_after_max_attempts() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        for attempt in 1..3 {
+            assert!(matches!(
+                m.on(Event::JoinTimedOut),
+                Action::RetryLater { delay_attempt, .. } if delay_attempt == attempt
+            ));
+            assert_eq!(m.on(Event::RetryDue), Action::Join);
+        }
+        assert!(matches!(
+            m.on(Event::JoinTimedOut),
+            Action::GiveUp {
+                kind: FailureKind::JoinTimeout,
+                attempts: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn tailscaled_succeeding_on_its_own_cancels_a_pending_retry() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        m.on(Event::JoinTimedOut);
+        assert_eq!(m.phase(), Phase::Retrying);
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+        assert_eq!(m.on(Event::RetryDue), Action::Watch(Phase::Running));
+    }
+
+    #[test]
+    fn success_resets_the_failure_counters() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        m.on(Event::BackendError("invalid key".into()));
+        m.on(Event::RetryDue);
+        m.on(Event::Backend(Running));
+        // Logged out later: a full budget again.
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+        assert!(matches!(
+            m.on(Event::BackendError("invalid key".into())),
+            Action::RetryLater {
+                delay_attempt: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn logout_or_expiry_after_running_joins_again() {
+        let mut m = machine();
+        m.on(Event::Backend(Running));
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+    }
+
+    #[test]
+    fn losing_tailscaled_forgets_the_join_and_rejoins_on_empty_state() {
+        let mut m = machine();
+        m.on(Event::Backend(Running));
+        assert_eq!(
+            m.on(Event::TailscaledLost),
+            Action::Watch(Phase::WaitingForTailscaled)
+        );
+        assert_eq!(m.backend(), None);
+        assert_eq!(
+            m.on(Event::Backend(NoState)),
+            Action::Watch(Phase::WaitingForBackend)
+        );
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+        // tailscaled dies mid-join: the join is forgotten, not counted.
+        assert_eq!(
+            m.on(Event::TailscaledLost),
+            Action::Watch(Phase::WaitingForTailscaled)
+        );
+        assert_eq!(
+            m.on(Event::JoinTimedOut),
+            Action::Watch(Phase::WaitingForTailscaled)
+        );
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+    }
+
+    #[test]
+    fn errors_outside_a_join_change_nothing() {
+        let mut m = machine();
+        m.on(Event::Backend(Running));
+        assert_eq!(
+            m.on(Event::BackendError("invalid key".into())),
+            Action::Watch(Phase::Running)
+        );
+    }
+
+    #[test]
+    fn local_api_refusals_are_final_and_5xx_are_retried() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        assert!(matches!(
+            m.on(Event::JoinRequestFailed {
+                message: "HTTP 500".into(),
+                transient: true
+            }),
+            Action::RetryLater {
+                kind: FailureKind::JoinRequest,
+                ..
+            }
+        ));
+        m.on(Event::RetryDue);
+        assert!(matches!(
+            m.on(Event::JoinRequestFailed {
+                message: "HTTP 400 bad prefs".into(),
+                transient: false
+            }),
+            Action::GiveUp {
+                kind: FailureKind::JoinRequest,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn key_rejection_messages_are_recognised() {
+        let rejected = [
+            "invalid key: authkey not found",
+            "invalid key: unable to validate API key",
+            "AuthKey expired",
+            "authkey already used",
+            "invalid key: pre-auth key does not exist",
+        ];
+        for m in rejected {
+            assert!(is_key_rejection(m), "{m}");
+        }
+        let transient = [
+            "register request: Post \"http://127.0.0.1:1/machine/register\": dial tcp: connection refused",
+            "fetch control key: unexpected EOF",
+            "",
+        ];
+        for m in transient {
+            assert!(!is_key_rejection(m), "{m}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! tailjoin: a boot agent that joins a machine to a Tailscale or headscale tailnet through
+//! tailscaled's LocalAPI, keeps it joined, and reports its health.
+//!
+//! One module per concern. `decide` and `prefs` are pure; `agent` performs their decisions.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod error;
+pub mod localapi;
+pub mod logging;
+pub mod prefs;
+pub mod redact;
+pub mod report;
+pub mod secrets;
+pub mod state;
+pub mod status_cmd;
+
+use cli::{CheckConfigArgs, Cli, Command, RunArgs, StatusArgs};
+use config::{RawConfig, Settings};
+use error::{AgentError, ConfigError, exit};
+use std::path::PathBuf;
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn main_with(cli: Cli) -> u8 {
+    match cli.command {
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Status(args) => status(&args),
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn check_config(args: &CheckConfigArgs) -> u8 {
+    match config::load_file(&args.file)
+        .and_then(|raw| raw.validate().map_err(|e| e.in_file(&args.file)))
+    {
+        Ok(s) => {
+            println!(
+                "{}: ok; joins {} as {} with the key from {}",
+                args.file.display(),
+                s.login_server
+                    .as_deref()
+                    .unwrap_or("the Tailscale control server"),
+                s.hostname.as_deref().unwrap_or("the OS hostname"),
+                s.auth_key.describe()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("tailjoin: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn settings_for_run(args: &RunArgs) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => RawConfig::default(),
+    };
+    file.overlay(args.to_raw())
+        .validate()
+        .map_err(|e| match &args.config {
+            Some(path) => e.in_file(path),
+            None => e,
+        })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run(args: &RunArgs) -> u8 {
+    let settings = match settings_for_run(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tailjoin: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let sink = logging::init(settings.log_level);
+    let notifier = match report::sd_notify::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("ignoring NOTIFY_SOCKET: {e}");
+            report::sd_notify::Notifier::disabled()
+        }
+    };
+    tracing::info!(
+        "tailjoin {} starting: socket {}, control server {}, key from {}, logging to {sink}{}",
+        env!("CARGO_PKG_VERSION"),
+        settings.socket.display(),
+        settings
+            .login_server
+            .as_deref()
+            .unwrap_or("(Tailscale default)"),
+        settings.auth_key.describe(),
+        if notifier.enabled() {
+            ", notifying systemd"
+        } else {
+            ""
+        },
+    );
+    let reporter = report::Reporter::new(
+        notifier,
+        settings.state_dir.clone(),
+        settings.login_server.clone(),
+        settings.auth_key.describe(),
+    );
+    let keys = secrets::KeyContext::from_process_env();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("{e}");
+            return exit::INTERNAL;
+        }
+    };
+    let result: Result<(), AgentError> =
+        rt.block_on(async { agent::Agent::new(settings, keys, reporter)?.run().await });
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn status(args: &StatusArgs) -> u8 {
+    let file = match &args.config {
+        Some(path) => match config::load_file(path) {
+            Ok(raw) => raw,
+            Err(e) => {
+                eprintln!("tailjoin: {e}");
+                return exit::CONFIG;
+            }
+        },
+        None => RawConfig::default(),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR));
+    let socket = args
+        .socket
+        .clone()
+        .or(file.socket)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SOCKET));
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tailjoin: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let combined = rt.block_on(status_cmd::gather(&state_dir, &socket));
+    if args.json {
+        match serde_json::to_string_pretty(&combined) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("tailjoin: {e}");
+                return exit::INTERNAL;
+            }
+        }
+    } else {
+        print!("{}", status_cmd::render_text(&combined));
+    }
+    if combined.running {
+        exit::OK
+    } else {
+        exit::NOT_RUNNING
+    }
+}

@@ -1,0 +1,54 @@
+//! Logging through `tracing`: to journald with structured fields when stderr is connected to
+//! the journal (systemd says so in `$JOURNAL_STREAM`), else human-readable to stderr.
+
+use crate::config::LogLevel;
+use std::os::unix::fs::MetadataExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
+}
+
+/// `$JOURNAL_STREAM` is `DEVICE:INODE` of the journal stream given as stdout/stderr; it only
+/// counts if it is still what stderr is (a child may have redirected it).
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
+
+/// Installs the global subscriber. Returns where logs go, for the first log line.
+pub fn init(level: LogLevel) -> &'static str {
+    let filter = level_filter(level);
+    if stderr_is_journal() {
+        if let Ok(layer) = tracing_journald::layer() {
+            let layer = layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("tailjoin".to_owned());
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .init();
+            return "journald";
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(filter)
+        .with_target(false)
+        .init();
+    "stderr"
+}

@@ -1,0 +1,111 @@
+//! A key in a file that only its owner may read.
+
+use super::MAX_KEY_BYTES;
+use crate::error::SecretError;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+pub(super) fn read(path: &Path) -> Result<String, SecretError> {
+    let source_name = format!("file {}", path.display());
+    let unavailable = |reason: String, fix: &str| SecretError::Unavailable {
+        source_name: source_name.clone(),
+        reason,
+        fix: fix.to_owned(),
+    };
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => unavailable(
+            "it does not exist".into(),
+            "create it (mode 600) or point auth_key.file at the right path",
+        ),
+        std::io::ErrorKind::PermissionDenied => unavailable(
+            "permission denied".into(),
+            "make it readable by the user tailjoin runs as (and nobody else), or use a systemd credential",
+        ),
+        _ => unavailable(e.to_string(), "check the path"),
+    })?;
+    // Check the mode of the file we opened, not of whatever the path points at later.
+    let meta = file
+        .metadata()
+        .map_err(|e| unavailable(e.to_string(), "check the path"))?;
+    if !meta.is_file() {
+        return Err(unavailable(
+            "it is not a regular file".into(),
+            "point auth_key.file at a file holding the key",
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(SecretError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_KEY_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| unavailable(e.to_string(), "the file must hold the key as UTF-8 text"))?;
+    if text.len() as u64 > MAX_KEY_BYTES {
+        drop(secrecy::SecretString::from(text));
+        return Err(unavailable(
+            format!("it is larger than {MAX_KEY_BYTES} bytes"),
+            "the file must hold just the key",
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, content: &str, mode: u32) -> std::path::PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_an_owner_only_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "k", "fake-key\n", 0o600);
+        assert_eq!(read(&p).unwrap(), "fake-key\n");
+        let p = write(d.path(), "k2", "fake-key", 0o400);
+        assert_eq!(read(&p).unwrap(), "fake-key");
+    }
+
+    #[test]
+    fn refuses_group_or_world_readable_files() {
+        let d = tempfile::tempdir().unwrap();
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            let p = write(d.path(), "k", "fake-key-secret-part", mode);
+            let e = read(&p).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, SecretError::TooOpen { .. }), "{mode:o}: {msg}");
+            assert!(msg.contains("chmod 600"), "{msg}");
+            assert!(!msg.contains("secret-part"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_files_and_directories_are_explained() {
+        let d = tempfile::tempdir().unwrap();
+        let e = read(&d.path().join("absent")).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = read(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") || e.contains("group or others"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = "x".repeat(MAX_KEY_BYTES as usize + 10);
+        let p = write(d.path(), "big", &big, 0o600);
+        assert!(read(&p).unwrap_err().to_string().contains("larger than"));
+    }
+}
