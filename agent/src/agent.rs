@@ -174,8 +174,23 @@ impl Agent {
                         if let Some(msg) = notify.err_message {
                             self.handle(Event::BackendError(redact(&msg))).await?;
                         }
+                        if let Some(health) = &notify.health {
+                            let problem = health.control_problem();
+                            if problem.as_deref() != self.machine.control_problem() {
+                                self.handle(Event::ControlHealth(problem)).await?;
+                            }
+                        }
                         if let Some(state) = notify.state {
                             self.handle(Event::Backend(state)).await?;
+                        }
+                        if notify.self_change.is_some() && self.machine.phase() == Phase::Running {
+                            // Addresses, name or key expiry changed: report the new facts.
+                            if let Some(event) = self.ready().await {
+                                self.handle(event).await?;
+                            }
+                        }
+                        if notify.browse_to_url.as_deref().is_some_and(|u| !u.is_empty()) {
+                            self.handle(Event::LoginRequested).await?;
                         }
                     }
                     Err(e) => return Ok(e),
@@ -223,10 +238,7 @@ impl Agent {
                     }
                     None
                 }
-                Action::Ready => {
-                    self.ready().await;
-                    None
-                }
+                Action::Ready => self.ready().await,
                 Action::RetryLater {
                     kind,
                     reason,
@@ -296,8 +308,16 @@ impl Agent {
         }
     }
 
-    async fn ready(&mut self) {
+    /// Reports Running, unless tailscaled's status shows the control server wants a new login
+    /// (an `AuthURL` while Running: the node was deleted or its key refused there).
+    async fn ready(&mut self) -> Option<Event> {
         let node = match self.api.status().await {
+            Ok(status) if !status.auth_url.is_empty() => {
+                tracing::warn!(
+                    "tailscaled says Running but the control server asks this node to log in again"
+                );
+                return Some(Event::LoginRequested);
+            }
             Ok(status) => Some(NodeFacts::from(&status)),
             Err(e) => {
                 tracing::warn!("joined, but cannot read tailscaled's status: {e}");
@@ -337,6 +357,7 @@ impl Agent {
             node,
             error: None,
         });
+        None
     }
 
     /// Reports a phase whose summary follows from the agent's own state.
@@ -369,15 +390,28 @@ impl Agent {
                 ),
                 None,
             ),
-            Phase::Joining => match self.machine.last_join_error() {
-                Some(e) => (
-                    format!("joining {server}; tailscaled reports: {e}"),
+            Phase::Joining => match (self.machine.last_join_error(), self.machine.last_failure()) {
+                (Some(e), _) => (
+                    format!(
+                        "joining {server} (attempt {}); tailscaled reports: {e}",
+                        self.machine.attempt()
+                    ),
                     Some(ErrorReport {
                         kind: "control-unreachable".to_owned(),
                         message: e.to_owned(),
                     }),
                 ),
-                None => (
+                (None, Some((kind, reason))) => (
+                    format!(
+                        "joining {server} (attempt {}); the last attempt failed: {reason}",
+                        self.machine.attempt()
+                    ),
+                    Some(ErrorReport {
+                        kind: kind.name().to_owned(),
+                        message: reason.to_owned(),
+                    }),
+                ),
+                (None, None) => (
                     format!(
                         "joining {server} with the key from {}",
                         self.settings.auth_key.describe()
@@ -398,6 +432,19 @@ impl Agent {
                     .to_owned(),
                 None,
             ),
+            Phase::Degraded => {
+                let problem = self.machine.control_problem().unwrap_or("unknown");
+                (
+                    format!(
+                        "Running, but tailscaled cannot reach {server}: {problem} \
+                         (if the node was deleted there, it must log in again: restart tailscaled with empty state)"
+                    ),
+                    Some(ErrorReport {
+                        kind: "control-unreachable".to_owned(),
+                        message: problem.to_owned(),
+                    }),
+                )
+            }
             Phase::Running => return,
             Phase::Retrying | Phase::Failed => return,
         };

@@ -20,6 +20,8 @@ pub enum Phase {
     Resuming,
     Stopped,
     Running,
+    /// Running, but tailscaled cannot reach the control server.
+    Degraded,
     Retrying,
     Failed,
 }
@@ -35,6 +37,7 @@ impl Phase {
             Phase::Resuming => "resuming",
             Phase::Stopped => "stopped",
             Phase::Running => "running",
+            Phase::Degraded => "degraded",
             Phase::Retrying => "retrying",
             Phase::Failed => "failed",
         }
@@ -62,6 +65,11 @@ pub enum Event {
     RetryDue,
     /// The bus connection to tailscaled was lost (tailscaled stopped or restarted).
     TailscaledLost,
+    /// tailscaled's health changed: `Some(text)` while it cannot reach the control server.
+    ControlHealth(Option<String>),
+    /// The control server asked for an interactive login (`BrowseToURL` on the bus): it no
+    /// longer accepts this node's key, e.g. the node was deleted there.
+    LoginRequested,
 }
 
 /// Why a join attempt failed.
@@ -159,6 +167,10 @@ pub struct Machine {
     join_failures: u32,
     /// The last error tailscaled reported during the current join attempt.
     last_join_error: Option<String>,
+    /// Why the previous join attempt failed, until a join succeeds.
+    last_failure: Option<(FailureKind, String)>,
+    /// tailscaled's warning that it cannot reach the control server, while raised.
+    control_problem: Option<String>,
 }
 
 impl Machine {
@@ -171,6 +183,8 @@ impl Machine {
             key_rejections: 0,
             join_failures: 0,
             last_join_error: None,
+            last_failure: None,
+            control_problem: None,
         }
     }
 
@@ -192,9 +206,31 @@ impl Machine {
         self.last_join_error.as_deref()
     }
 
+    /// tailscaled's warning that it cannot reach the control server, while raised.
+    pub fn control_problem(&self) -> Option<&str> {
+        self.control_problem.as_deref()
+    }
+
+    /// Why the previous join attempt failed, while the agent is still trying.
+    pub fn last_failure(&self) -> Option<(FailureKind, &str)> {
+        self.last_failure.as_ref().map(|(k, r)| (*k, r.as_str()))
+    }
+
+    /// The number of the join attempt in flight or next (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.key_rejections + self.join_failures + 1
+    }
+
     /// Decides what to do about `event`, and remembers what was decided.
     pub fn on(&mut self, event: Event) -> Action {
         let action = self.decide(event);
+        match &action {
+            Action::RetryLater { kind, reason, .. } | Action::GiveUp { kind, reason, .. } => {
+                self.last_failure = Some((*kind, reason.clone()));
+            }
+            Action::Ready => self.last_failure = None,
+            _ => {}
+        }
         self.phase = match &action {
             Action::Watch(p) => *p,
             Action::Join => Phase::Joining,
@@ -277,10 +313,30 @@ impl Machine {
                     None => Action::Watch(Phase::WaitingForTailscaled),
                 }
             }
+            Event::ControlHealth(problem) => {
+                self.control_problem = problem;
+                match (self.phase, &self.control_problem) {
+                    (Phase::Running, Some(_)) => Action::Watch(Phase::Degraded),
+                    (Phase::Degraded, None) => Action::Ready,
+                    (phase, _) => Action::Watch(phase),
+                }
+            }
+            Event::LoginRequested => {
+                if self.join_in_flight {
+                    Action::Watch(Phase::Joining)
+                } else if matches!(self.phase, Phase::Retrying | Phase::AwaitingApproval) {
+                    Action::Watch(self.phase)
+                } else {
+                    self.join_in_flight = true;
+                    self.last_join_error = None;
+                    Action::Join
+                }
+            }
             Event::TailscaledLost => {
                 // Whatever we submitted died with tailscaled; start over when it is back.
                 self.join_in_flight = false;
                 self.last_join_error = None;
+                self.control_problem = None;
                 self.backend = None;
                 if self.phase == Phase::Retrying {
                     Action::Watch(Phase::Retrying)
@@ -293,6 +349,10 @@ impl Machine {
 
     fn on_backend(&mut self, state: BackendState) -> Action {
         match state {
+            BackendState::Running if self.phase == Phase::Degraded => {
+                // Still Running; only the control server's reachability decides.
+                Action::Watch(Phase::Degraded)
+            }
             BackendState::Running => {
                 self.join_in_flight = false;
                 self.last_join_error = None;
@@ -541,6 +601,27 @@ mod tests {
     }
 
     #[test]
+    fn the_last_failure_is_remembered_until_a_join_succeeds() {
+        let mut m = machine();
+        m.on(Event::Backend(NeedsLogin));
+        assert_eq!(m.attempt(), 1);
+        assert_eq!(m.last_failure(), None);
+        m.on(Event::JoinTimedOut);
+        m.on(Event::RetryDue);
+        assert_eq!(m.attempt(), 2);
+        assert_eq!(
+            m.last_failure(),
+            Some((
+                FailureKind::JoinTimeout,
+                "not Running within the join timeout"
+            ))
+        );
+        m.on(Event::Backend(Running));
+        assert_eq!(m.last_failure(), None);
+        assert_eq!(m.attempt(), 1);
+    }
+
+    #[test]
     fn tailscaled_succeeding_on_its_own_cancels_a_pending_retry() {
         let mut m = machine();
         m.on(Event::Backend(NeedsLogin));
@@ -599,6 +680,48 @@ mod tests {
             Action::Watch(Phase::WaitingForTailscaled)
         );
         assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+    }
+
+    #[test]
+    fn losing_the_control_server_while_running_is_degraded_until_it_returns() {
+        let mut m = machine();
+        let problem = Some("Unable to connect to the coordination server".to_string());
+        // Before joining, a health warning changes nothing.
+        assert_eq!(
+            m.on(Event::ControlHealth(problem.clone())),
+            Action::Watch(Phase::Starting)
+        );
+        m.on(Event::ControlHealth(None));
+        m.on(Event::Backend(Running));
+        assert_eq!(
+            m.on(Event::ControlHealth(problem.clone())),
+            Action::Watch(Phase::Degraded)
+        );
+        assert_eq!(m.control_problem(), problem.as_deref());
+        assert_eq!(
+            m.on(Event::Backend(Running)),
+            Action::Watch(Phase::Degraded)
+        );
+        assert_eq!(m.on(Event::ControlHealth(None)), Action::Ready);
+        // Logged out while degraded: join again.
+        m.on(Event::ControlHealth(problem));
+        assert_eq!(m.on(Event::Backend(NeedsLogin)), Action::Join);
+    }
+
+    #[test]
+    fn a_login_request_from_control_joins_again_unless_already_joining() {
+        let mut m = machine();
+        m.on(Event::Backend(Running));
+        assert_eq!(m.on(Event::LoginRequested), Action::Join);
+        assert_eq!(m.on(Event::LoginRequested), Action::Watch(Phase::Joining));
+        assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
+        let mut waiting = machine();
+        waiting.on(Event::Backend(NeedsLogin));
+        waiting.on(Event::Backend(NeedsMachineAuth));
+        assert_eq!(
+            waiting.on(Event::LoginRequested),
+            Action::Watch(Phase::AwaitingApproval)
+        );
     }
 
     #[test]

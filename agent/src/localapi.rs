@@ -11,9 +11,10 @@ use std::time::Duration;
 /// tailscaled accepts this Host (or none) on its socket.
 const BASE: &str = "http://local-tailscaled.sock/localapi/v0";
 
-/// Bus subscription: the current state first (2), rate-limited netmap churn (256), no netmap on
-/// platforms that still send it (8192; ignored by older tailscaled).
-pub const WATCH_MASK: u64 = 2 | 256 | 8192;
+/// Bus subscription: the current state first (2), the current health first (128), rate-limited
+/// netmap churn (256), no netmap on platforms that still send it (8192; ignored by older
+/// tailscaled).
+pub const WATCH_MASK: u64 = 2 | 128 | 256 | 8192;
 
 /// One bus line is one `ipn.Notify`; anything this large is not one the agent can use.
 const MAX_NOTIFY_BYTES: usize = 16 * 1024 * 1024;

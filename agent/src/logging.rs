@@ -2,8 +2,9 @@
 //! the journal (systemd says so in `$JOURNAL_STREAM`), else human-readable to stderr.
 
 use crate::config::LogLevel;
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 fn level_filter(level: LogLevel) -> LevelFilter {
@@ -33,7 +34,10 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. Returns where logs go, for the first log line.
 pub fn init(level: LogLevel) -> &'static str {
-    let filter = level_filter(level);
+    // The agent's own events at the configured level; libraries (HTTP, D-Bus) only warnings.
+    let filter = Targets::new()
+        .with_target("tailjoin", level_filter(level))
+        .with_default(LevelFilter::WARN);
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
             let layer = layer
@@ -45,10 +49,12 @@ pub fn init(level: LogLevel) -> &'static str {
             return "journald";
         }
     }
-    tracing_subscriber::fmt()
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_max_level(filter)
-        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
         .init();
     "stderr"
 }

@@ -102,6 +102,43 @@ pub struct Notify {
     pub prefs: Option<PrefsSummary>,
     #[serde(default)]
     pub self_change: Option<serde_json::Value>,
+    /// tailscaled's health warnings (sent when they change; initially with mask bit 128).
+    #[serde(default)]
+    pub health: Option<HealthState>,
+}
+
+/// `health.State`: the warnings currently raised, by code. Absent or empty means healthy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthState {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub warnings: std::collections::BTreeMap<String, HealthWarning>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthWarning {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub severity: String,
+}
+
+/// The warning tailscaled raises when its map poll to the control server keeps failing (the
+/// server is down, or no longer knows this node).
+pub const HEALTH_NOT_IN_MAP_POLL: &str = "not-in-map-poll";
+
+impl HealthState {
+    /// The text of the warning that says the control server cannot be reached, if raised.
+    pub fn control_problem(&self) -> Option<String> {
+        self.warnings.get(HEALTH_NOT_IN_MAP_POLL).map(|w| {
+            if w.text.is_empty() {
+                HEALTH_NOT_IN_MAP_POLL.to_owned()
+            } else {
+                w.text.clone()
+            }
+        })
+    }
 }
 
 /// The few preference fields the agent reads back (the bus carries the whole `ipn.Prefs`).
@@ -223,6 +260,22 @@ mod tests {
         let s: Status =
             serde_json::from_str(r#"{"BackendState":"Hibernating","NewThing":[1,2]}"#).unwrap();
         assert_eq!(s.backend_state, BackendState::Unknown);
+    }
+
+    #[test]
+    fn the_control_health_warning_is_found_among_others() {
+        let n: Notify = serde_json::from_str(
+            r#"{"Health":{"Warnings":{"not-in-map-poll":{"WarnableCode":"not-in-map-poll",
+                "Severity":"medium","Text":"Unable to connect to the coordination server."},
+                "no-derp-home":{"Text":"x"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            n.health.unwrap().control_problem().as_deref(),
+            Some("Unable to connect to the coordination server.")
+        );
+        let healthy: Notify = serde_json::from_str(r#"{"Health":{"Warnings":null}}"#).unwrap();
+        assert_eq!(healthy.health.unwrap().control_problem(), None);
     }
 
     #[test]

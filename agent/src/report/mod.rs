@@ -84,7 +84,8 @@ impl Reporter {
         }
         let prev = self.report.state;
         let elapsed_ms = self.elapsed_ms();
-        if t.phase == Phase::Running && prev != Phase::Running {
+        // Coming back from Degraded is the same join continuing, not a new one.
+        if t.phase == Phase::Running && !matches!(prev, Phase::Running | Phase::Degraded) {
             self.report.joins += 1;
             if self.report.time_to_join_ms.is_none() {
                 self.report.time_to_join_ms = Some(elapsed_ms);

@@ -5,6 +5,7 @@ use crate::decide::Phase;
 use crate::state::NodeFacts;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "status.json";
@@ -47,6 +48,9 @@ pub fn write(state_dir: &Path, report: &StatusReport) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let tmp = state_dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
+    // Readable by all (it holds no secret) even under the unit's UMask=0077, so that
+    // `tailjoin status` works for unprivileged users.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     serde_json::to_writer_pretty(&mut f, report)?;
     f.write_all(b"\n")?;
     f.sync_all()?;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: the agent's lints and unit tests, then the real-peer suite against
+# tailscaled and headscale built from pinned sources. .ci/run calls exactly this.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+# shellcheck source=lib/ensure-deps.sh
+. tests/lib/ensure-deps.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "agent: format, lints, unit tests"
+(cd agent && cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings && cargo test --locked)
+
+step "agent: release build"
+(cd agent && cargo build --locked --release)
+export TAILJOIN_BIN=$root/agent/target/release/tailjoin
+
+step "real peers: build pinned tailscaled, tailscale, headscale (cached)"
+TAILJOIN_PEERS_BIN=$(tests/peers/build.sh | tail -n1)
+export TAILJOIN_PEERS_BIN
+
+step "real-peer suite"
+cd tests/real_peers
+python3 -m pytest -v -p no:cacheprovider "$@"
