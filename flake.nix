@@ -1,0 +1,101 @@
+{
+  description = "tailjoin: join NixOS machines to a Tailscale or headscale tailnet at boot, unattended";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs = {
+    self,
+    nixpkgs,
+  }: let
+    inherit (nixpkgs) lib;
+    systems = ["x86_64-linux" "aarch64-linux"];
+    forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+    # The example netboot OS for one platform; nixosConfigurations.generic is the x86_64 one.
+    generic = system:
+      lib.nixosSystem {
+        modules = [
+          self.nixosModules.tailjoin
+          self.nixosModules.netboot
+          ./modules/generic.nix
+          {nixpkgs.hostPlatform = system;}
+        ];
+      };
+
+    # Classic NixOS netboot bundle: kernel, initrd with the squashed store, iPXE script.
+    netbootBundle = pkgs: system: let
+      build = (generic system).config.system.build;
+    in
+      pkgs.symlinkJoin {
+        name = "tailjoin-netboot";
+        paths = [build.kernel build.netbootRamdisk build.netbootIpxeScript];
+        preferLocalBuild = true;
+      };
+
+    cargoCheck = pkgs: name: nativeBuildInputs: command:
+      self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin.overrideAttrs (old: {
+        pname = "tailjoin-${name}";
+        nativeBuildInputs = old.nativeBuildInputs ++ nativeBuildInputs;
+        buildPhase = ''
+          runHook preBuild
+          ${command}
+          runHook postBuild
+        '';
+        doCheck = false;
+        installPhase = "touch $out";
+      });
+  in {
+    overlays.default = final: _prev: {
+      tailjoin = final.callPackage ./modules/package.nix {};
+    };
+
+    packages = forAllSystems (pkgs: rec {
+      tailjoin = pkgs.callPackage ./modules/package.nix {};
+      default = tailjoin;
+      netboot = netbootBundle pkgs pkgs.stdenv.hostPlatform.system;
+    });
+
+    nixosModules = {
+      tailjoin = {
+        lib,
+        pkgs,
+        ...
+      }: {
+        imports = [./modules/tailjoin.nix];
+        services.tailjoin.package = lib.mkDefault (pkgs.callPackage ./modules/package.nix {});
+      };
+      default = self.nixosModules.tailjoin;
+      netboot = ./modules/netboot.nix;
+    };
+
+    nixosConfigurations.generic = generic "x86_64-linux";
+
+    checks = forAllSystems (pkgs: let
+      vmTest = file: import file {inherit pkgs self;};
+    in {
+      tailjoin = self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin;
+      cargo-clippy = cargoCheck pkgs "clippy" [pkgs.clippy] "cargo clippy --offline --all-targets -- -D warnings";
+      cargo-fmt = pkgs.runCommand "tailjoin-fmt" {nativeBuildInputs = [pkgs.rustfmt];} ''
+        cd ${lib.fileset.toSource {
+          root = ./agent;
+          fileset = ./agent/src;
+        }}
+        find src -name '*.rs' -exec rustfmt --check --edition 2024 {} +
+        touch $out
+      '';
+      cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen";
+      vm-join = vmTest ./tests/nix/join.nix;
+      vm-bad-key = vmTest ./tests/nix/bad-key.nix;
+      generic-toplevel = (generic pkgs.stdenv.hostPlatform.system).config.system.build.toplevel;
+    });
+
+    devShells = forAllSystems (pkgs: {
+      default = pkgs.mkShell {
+        inputsFrom = [self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin];
+        packages = [pkgs.clippy pkgs.rustfmt pkgs.rust-analyzer pkgs.alejandra pkgs.statix pkgs.deadnix pkgs.headscale pkgs.tailscale];
+      };
+    });
+
+    formatter = forAllSystems (pkgs: pkgs.alejandra);
+  };
+}

@@ -1,0 +1,95 @@
+# The netboot profile as options: a minimal NixOS that boots over the network (kernel + initrd
+# with the squashed store + iPXE script), gets its address by DHCP, lets in SSH with the keys
+# given here, trusts the tailnet interface and joins the tailnet with tailjoin.
+#
+# Importing this module is opting in: it imports nixpkgs' netboot-minimal profile.
+{
+  config,
+  lib,
+  modulesPath,
+  ...
+}: let
+  inherit (lib) mkOption types;
+  cfg = config.tailjoin.netboot;
+in {
+  imports = [(modulesPath + "/installer/netboot/netboot-minimal.nix")];
+
+  options.tailjoin.netboot = {
+    sshAuthorizedKeys = mkOption {
+      type = types.listOf types.singleLineStr;
+      default = [];
+      example = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... admin@lab"];
+      description = ''
+        Public keys allowed to log in as root over SSH. Password logins are off, so with no key
+        the machine is reachable only on its console (or with Tailscale SSH).
+      '';
+    };
+    ssh = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Run sshd (key logins only).";
+    };
+    dhcp = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Configure every wired interface by DHCP.";
+    };
+    autologin = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Log in root on the console automatically, as the NixOS installer does. Handy in a home
+        lab, wrong wherever someone else can reach the console.
+      '';
+    };
+    trustTailnet = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Trust the tailnet interface in the firewall and allow tailscaled's UDP port in, with
+        loose reverse-path filtering (needed for exit nodes and subnet routes).
+      '';
+    };
+  };
+
+  config = lib.mkMerge [
+    {
+      networking.useDHCP = lib.mkDefault cfg.dhcp;
+
+      services.openssh = {
+        enable = cfg.ssh;
+        settings = {
+          PasswordAuthentication = false;
+          KbdInteractiveAuthentication = false;
+          PermitRootLogin = lib.mkForce "prohibit-password";
+        };
+      };
+      # The installer profile keeps sshd from starting on its own; this OS wants it at boot.
+      systemd.services.sshd.wantedBy = lib.mkIf cfg.ssh (lib.mkOverride 40 ["multi-user.target"]);
+      users.users.root.openssh.authorizedKeys.keys = cfg.sshAuthorizedKeys;
+
+      services.getty.autologinUser = lib.mkOverride 40 (
+        if cfg.autologin
+        then "root"
+        else null
+      );
+
+      networking.firewall.enable = true;
+    }
+    # The installer profile gives root and nixos empty passwords; without autologin, lock them
+    # so the console is not an open door.
+    (lib.mkIf (!cfg.autologin) {
+      users.users = {
+        root.initialHashedPassword = lib.mkOverride 40 "!";
+        nixos.initialHashedPassword = lib.mkOverride 40 "!";
+      };
+    })
+    (lib.mkIf cfg.trustTailnet {
+      networking.firewall = {
+        trustedInterfaces = [config.services.tailscale.interfaceName];
+        allowedUDPPorts = [config.services.tailscale.port];
+        checkReversePath = "loose";
+      };
+    })
+  ];
+}

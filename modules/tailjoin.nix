@@ -1,0 +1,496 @@
+# services.tailjoin: joins this machine to a Tailscale or headscale tailnet at boot with the
+# tailjoin agent, which drives tailscaled through its LocalAPI.
+#
+# The invariant part of the unit (ordering, restart policy, hardening) is read from
+# ./tailjoin-unit.json, the one source of truth that the non-Nix boot test renders too; this
+# module adds only the instance settings (ExecStart, the credential, the environment file).
+#
+# Keys never enter the Nix store: the key option names where the key is at run time (a file, a
+# systemd credential or an environment variable), never the key itself, and assertions stop a
+# build that would put a key, or a key file, into the store.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  inherit (lib) mkOption types;
+
+  cfg = config.services.tailjoin;
+
+  unitSpec = builtins.removeAttrs (builtins.fromJSON (builtins.readFile ./tailjoin-unit.json)) ["_comment"];
+
+  inherit (builtins) storeDir;
+
+  # A string that names a file outside the store. Checked by assertions (with a fix) rather than
+  # by the type, so the message can say what to do instead.
+  pathString = types.either types.str types.path;
+
+  isStorePath = p: builtins.isPath p || lib.hasPrefix "${storeDir}/" (toString p) || toString p == storeDir;
+
+  looksLikeKey = s: builtins.isString s && (lib.hasPrefix "tskey-" s || builtins.match "[0-9a-f]{40,}" s != null);
+
+  credentialType = types.submodule {
+    options = {
+      name = mkOption {
+        type = types.strMatching "[A-Za-z0-9_.@-]+";
+        default = "tailscale-auth-key";
+        description = ''
+          The credential's name: the agent reads `$CREDENTIALS_DIRECTORY/<name>`.
+        '';
+      };
+      source = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/agenix/tailscale-auth-key";
+        description = ''
+          Absolute path of the file systemd loads the credential from at service start
+          (`LoadCredential=<name>:<source>`), given as a string so that it is never copied into
+          the Nix store. `null` loads the credential of the same name from the system credential
+          store instead (`LoadCredential=<name>`), which is filled from the qemu `fw_cfg`
+          (`opt/io.systemd.credentials/<name>`), SMBIOS type 11 or the kernel command line: the
+          way to hand a key to a netbooted machine without baking it into the image.
+        '';
+      };
+      encrypted = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether the credential is encrypted with `systemd-creds encrypt` (TPM2 or the host key);
+          uses `LoadCredentialEncrypted=` instead of `LoadCredential=`.
+        '';
+      };
+    };
+  };
+
+  envType = types.submodule {
+    options = {
+      name = mkOption {
+        type = types.strMatching "[A-Za-z_][A-Za-z0-9_]*";
+        default = "TS_AUTHKEY";
+        description = "Name of the environment variable that holds the key.";
+      };
+      environmentFile = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/secrets/tailjoin.env";
+        description = ''
+          Absolute path of a file with `<name>=<key>`, passed to the unit as `EnvironmentFile=`.
+          Given as a string so it is never copied into the store. `null` if something else sets
+          the variable (a drop-in, for example).
+        '';
+      };
+    };
+  };
+
+  keySourceType = types.submodule {
+    options = {
+      file = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/secrets/tailscale-auth-key";
+        description = ''
+          Absolute path of a root-only file that holds the key, read by the agent at run time.
+          A string, never a Nix path: a path value would be copied into the world-readable
+          store. Files under /home or /tmp are hidden from the hardened unit.
+        '';
+      };
+      credential = mkOption {
+        type = types.nullOr credentialType;
+        default = null;
+        example = lib.literalExpression ''{ source = "/run/agenix/tailscale-auth-key"; }'';
+        description = "Deliver the key as a systemd credential (recommended).";
+      };
+      env = mkOption {
+        type = types.nullOr envType;
+        default = null;
+        example = lib.literalExpression ''{ name = "TS_AUTHKEY"; environmentFile = "/run/secrets/tailjoin.env"; }'';
+        description = "Read the key from an environment variable of the unit.";
+      };
+    };
+  };
+
+  key = cfg.authKey;
+  keyIsSource = builtins.isAttrs key;
+  keySourcesSet =
+    if keyIsSource
+    then lib.filter (n: key.${n} != null) ["file" "credential" "env"]
+    else [];
+  oneSource = keyIsSource && builtins.length keySourcesSet == 1;
+
+  keyJSON =
+    if !oneSource
+    then null
+    else if key.file != null
+    then {file = toString key.file;}
+    else if key.credential != null
+    then {credential = key.credential.name;}
+    else {env = key.env.name;};
+
+  # Every path-like value the key options hold, with the option that holds it.
+  keyPaths = lib.filter (p: p.value != null) (
+    if keyIsSource
+    then [
+      {
+        opt = "authKey.file";
+        value = key.file;
+      }
+      {
+        opt = "authKey.credential.source";
+        value =
+          if key.credential == null
+          then null
+          else key.credential.source;
+      }
+      {
+        opt = "authKey.env.environmentFile";
+        value =
+          if key.env == null
+          then null
+          else key.env.environmentFile;
+      }
+    ]
+    else []
+  );
+
+  nonNull = lib.filterAttrs (_: v: v != null);
+
+  settings = lib.recursiveUpdate (nonNull {
+      inherit (cfg) socket;
+      login_server = cfg.loginServer;
+      inherit (cfg) hostname;
+      advertise_tags = cfg.tags;
+      inherit (cfg) ephemeral;
+      prefs = nonNull {
+        accept_routes = cfg.prefs.acceptRoutes;
+        accept_dns = cfg.prefs.acceptDns;
+        shields_up = cfg.prefs.shieldsUp;
+        advertise_routes = cfg.prefs.advertiseRoutes;
+        advertise_exit_node = cfg.prefs.advertiseExitNode;
+        inherit (cfg.prefs) ssh operator;
+      };
+      auth_key = keyJSON;
+      on_stopped = cfg.onStopped;
+      join_timeout_secs = cfg.joinTimeout;
+      retry = {
+        initial_delay_ms = cfg.retry.initialDelayMs;
+        max_delay_ms = cfg.retry.maxDelayMs;
+        max_attempts = cfg.retry.maxAttempts;
+        key_attempts = cfg.retry.keyAttempts;
+      };
+      state_dir = "/run/${unitSpec.service.RuntimeDirectory}";
+      log_level = cfg.logLevel;
+    }
+    // lib.optionalAttrs (cfg.health != {}) {inherit (cfg) health;})
+  cfg.extraSettings;
+
+  rawConfigFile = pkgs.writeText "tailjoin.json" (builtins.toJSON settings);
+
+  # Build-time validation, the way sops-nix checks its files: the agent itself reads the file
+  # and the build fails with its message (naming the field) if it would refuse it at boot.
+  checkedConfigFile =
+    pkgs.runCommand "tailjoin-config.json" {
+      nativeBuildInputs = [cfg.package];
+      preferLocalBuild = true;
+    } ''
+      tailjoin check-config ${rawConfigFile}
+      cp ${rawConfigFile} "$out"
+    '';
+
+  credentialLine = c:
+    if c.source == null
+    then c.name
+    else "${c.name}:${toString c.source}";
+in {
+  options.services.tailjoin = {
+    enable = lib.mkEnableOption "tailjoin, which joins this machine to a tailnet at boot and keeps it joined";
+
+    package = lib.mkPackageOption pkgs "tailjoin" {};
+
+    authKey = mkOption {
+      # A bare string is accepted by the type only so that an assertion can explain what to do
+      # instead; it never reaches a file.
+      type = types.either types.str keySourceType;
+      default = {};
+      example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-auth-key"; }'';
+      description = ''
+        Where the agent finds the auth key at run time: exactly one of `file`, `credential` or
+        `env`. Never the key itself: anything in a Nix expression ends up in the world-readable
+        store.
+      '';
+    };
+
+    loginServer = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://headscale.example.com";
+      description = "Control server URL (headscale); `null` means Tailscale's own.";
+    };
+
+    hostname = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "lab-node-1";
+      description = "Hostname to register on the tailnet (one DNS label); `null` uses the OS hostname.";
+    };
+
+    tags = mkOption {
+      type = types.listOf (types.strMatching "tag:[A-Za-z0-9-]+");
+      default = [];
+      example = ["tag:lab"];
+      description = "ACL tags to advertise. The key must be allowed to apply them.";
+    };
+
+    ephemeral = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Ask for an ephemeral node. Whether a node is ephemeral is decided when its key is made,
+        so with a pre-made key this must stay `false`: create the key as ephemeral instead.
+        Key sources that mint keys will honour it.
+      '';
+    };
+
+    prefs = {
+      acceptRoutes = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Accept subnet routes advertised by other nodes (`--accept-routes`).";
+      };
+      acceptDns = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Use the tailnet's DNS settings (`--accept-dns`).";
+      };
+      shieldsUp = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Block incoming connections from the tailnet (`--shields-up`).";
+      };
+      advertiseRoutes = mkOption {
+        type = types.listOf types.str;
+        default = [];
+        example = ["192.168.1.0/24"];
+        description = "Subnet routes to advertise, as CIDR prefixes (`--advertise-routes`).";
+      };
+      advertiseExitNode = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Offer this node as an exit node (`--advertise-exit-node`).";
+      };
+      ssh = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Run Tailscale SSH (`--ssh`).";
+      };
+      operator = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "alice";
+        description = "Local user allowed to operate tailscaled without root (`--operator`).";
+      };
+    };
+
+    waitFor = mkOption {
+      type = types.listOf types.str;
+      default = [];
+      example = ["agenix.service" "sops-install-secrets.service"];
+      description = ''
+        Units to start before the agent and wait for (added to its `After=` and `Wants=`), for
+        example the unit that decrypts the key.
+      '';
+    };
+
+    health = mkOption {
+      type = types.attrsOf types.anything;
+      default = {};
+      description = ''
+        Health reporting settings, passed through to the agent's config as `health` when not
+        empty. Reserved for a later agent version: the current agent rejects the field, and the
+        build-time check says so.
+      '';
+    };
+
+    logLevel = mkOption {
+      type = types.enum ["error" "warn" "info" "debug" "trace"];
+      default = "info";
+      description = "The agent's log level.";
+    };
+
+    onStopped = mkOption {
+      type = types.enum ["resume" "respect"];
+      default = "resume";
+      description = ''
+        What to do when tailscaled is stopped (someone ran `tailscale down`): `resume` brings it
+        back up, `respect` leaves it down.
+      '';
+    };
+
+    joinTimeout = mkOption {
+      type = types.ints.between 1 3600;
+      default = 60;
+      description = "Seconds one join attempt may take, from submitting the key to `Running`.";
+    };
+
+    retry = {
+      initialDelayMs = mkOption {
+        type = types.ints.between 1 600000;
+        default = 500;
+        description = "First delay after a transient failure, in milliseconds.";
+      };
+      maxDelayMs = mkOption {
+        type = types.ints.between 1 3600000;
+        default = 30000;
+        description = "Upper bound of one retry delay, in milliseconds.";
+      };
+      maxAttempts = mkOption {
+        type = types.ints.between 1 1000;
+        default = 10;
+        description = "Transient failures in a row before the agent gives up.";
+      };
+      keyAttempts = mkOption {
+        type = types.ints.between 1 10;
+        default = 2;
+        description = "Join attempts with a rejected key before the agent gives up (exit status 3).";
+      };
+    };
+
+    socket = mkOption {
+      type = types.str;
+      default = "/var/run/tailscale/tailscaled.sock";
+      description = "Path of tailscaled's LocalAPI socket.";
+    };
+
+    extraSettings = mkOption {
+      type = types.attrsOf types.anything;
+      default = {};
+      example = {retry.max_attempts = 20;};
+      description = ''
+        Raw settings merged over the generated agent config (its JSON field names). Validated
+        with the rest at build time. Never put a key here.
+      '';
+    };
+
+    validateConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Run `tailjoin check-config` on the generated config at build time. Turn off only when
+        the build machine cannot run the agent (cross builds without emulation).
+      '';
+    };
+
+    configFile = mkOption {
+      type = types.path;
+      readOnly = true;
+      default =
+        if cfg.validateConfig
+        then checkedConfigFile
+        else rawConfigFile;
+      defaultText = lib.literalMD "the generated, validated config";
+      description = "The agent's config file, as generated from these options.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions =
+      [
+        {
+          assertion = !(builtins.isString key);
+          message = ''
+            services.tailjoin.authKey is set to a string${lib.optionalString (looksLikeKey key) " that looks like an auth key itself"}.
+            A key written in Nix lands in the world-readable /nix/store. Name where the key is at run time instead:
+              services.tailjoin.authKey.credential.source = "/run/agenix/tailscale-auth-key";  # or sops-nix, or a file you copy
+              services.tailjoin.authKey.file = "/run/secrets/tailscale-auth-key";
+            and revoke the key if it was ever committed or built.
+          '';
+        }
+        {
+          assertion = !keyIsSource || builtins.length keySourcesSet == 1;
+          message = ''
+            services.tailjoin.authKey must set exactly one of file, credential or env (set: ${
+              if keySourcesSet == []
+              then "none"
+              else lib.concatStringsSep ", " keySourcesSet
+            }).
+            For example: services.tailjoin.authKey.credential.source = "/run/agenix/tailscale-auth-key";
+          '';
+        }
+        {
+          assertion = config.services.tailscale.authKeyFile == null;
+          message = ''
+            services.tailscale.authKeyFile is set, so nixpkgs' own autoconnect would run `tailscale up` next to tailjoin
+            (and pass the key on the command line). Remove services.tailscale.authKeyFile and give the same file to tailjoin:
+              services.tailjoin.authKey.credential.source = "<that path>";
+          '';
+        }
+        {
+          assertion = !cfg.ephemeral;
+          message = ''
+            services.tailjoin.ephemeral = true cannot be honoured with a pre-made key: whether a node is ephemeral is decided when
+            its key is made. Create the key as ephemeral (`headscale preauthkeys create --ephemeral`, or tick Ephemeral in
+            Tailscale's admin console) and remove services.tailjoin.ephemeral.
+          '';
+        }
+      ]
+      ++ map (p: {
+        assertion = !(looksLikeKey p.value);
+        message = ''
+          services.tailjoin.${p.opt} looks like an auth key itself, not a path.
+          Write the key into a root-only file outside the store (or use agenix/sops-nix) and give its path:
+            services.tailjoin.${p.opt} = "/run/secrets/tailscale-auth-key";
+          and revoke this key: it is now in your configuration.
+        '';
+      })
+      keyPaths
+      ++ map (p: {
+        assertion = looksLikeKey p.value || !(isStorePath p.value);
+        message = ''
+          services.tailjoin.${p.opt} is ${
+            if builtins.isPath p.value
+            then "a Nix path value, which is copied into"
+            else "inside"
+          } the Nix store (${toString p.value}), where every local user can read it.
+          Give the path as a string that points outside the store, e.g.
+            services.tailjoin.${p.opt} = "/run/agenix/tailscale-auth-key";
+          with the file provided at run time by agenix, sops-nix or systemd-creds.
+        '';
+      })
+      keyPaths
+      ++ map (p: {
+        assertion = looksLikeKey p.value || isStorePath p.value || lib.hasPrefix "/" (toString p.value);
+        message = "services.tailjoin.${p.opt} must be an absolute path (got ${toString p.value}).";
+      })
+      keyPaths;
+
+    warnings = lib.optional (keyIsSource && key.file != null && builtins.isString key.file && (lib.hasPrefix "/home/" key.file || lib.hasPrefix "/tmp/" key.file)) ''
+      services.tailjoin.authKey.file is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
+      Use a credential (services.tailjoin.authKey.credential.source) or a path under /run or /var/lib.
+    '';
+
+    services.tailscale.enable = true;
+
+    systemd.services.tailjoin = {
+      unitConfig =
+        unitSpec.unit
+        // {
+          After = unitSpec.unit.After ++ cfg.waitFor;
+          Wants = unitSpec.unit.Wants ++ cfg.waitFor;
+        };
+      serviceConfig =
+        unitSpec.service
+        // {
+          ExecStart = "${lib.getExe' cfg.package "tailjoin"} run --config ${cfg.configFile}";
+        }
+        // lib.optionalAttrs (oneSource && key.credential != null) (
+          if key.credential.encrypted
+          then {LoadCredentialEncrypted = credentialLine key.credential;}
+          else {LoadCredential = credentialLine key.credential;}
+        )
+        // lib.optionalAttrs (oneSource && key.env != null && key.env.environmentFile != null) {
+          EnvironmentFile = toString key.env.environmentFile;
+        };
+      wantedBy = unitSpec.install.WantedBy;
+    };
+  };
+}

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Checks the Nix side without nixpkgs: every .nix file parses; statix, deadnix and alejandra's
+# formatting pass; flake.lock pins what DESIGN.md says; and, when NIXPKGS_LIB points at a
+# checkout of github:nix-community/nixpkgs.lib, the module evaluation tests (tests/nix/eval.nix)
+# run, the JSON configs the module writes pass the real agent's `tailjoin check-config`, and the
+# unit the module renders equals tests/nix/render-unit.py's rendering of tailjoin-unit.json.
+#
+#   tests/nix/check.sh          check
+#   tests/nix/check.sh --fix    format the .nix files first
+#
+# Installs what it lacks: nix-bin (apt), deadnix (crates.io), the formatter helper
+# tests/nix/fmt (crates.io's alejandra library). statix is used when found ($STATIX, PATH or
+# $TAILJOIN_CACHE/nixtools/bin); no registry reachable from CI has it, so otherwise it is
+# reported as skipped. Last line: `N passed, M failed[, K skipped]`; exit 1 on any failure.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 1
+CACHE=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
+TOOLS=$CACHE/nixtools
+DEADNIX_VERSION=1.3.1
+FIX=0
+[ "${1:-}" = "--fix" ] && FIX=1
+
+passed=0 failed=0 skipped=0
+pass() { passed=$((passed + 1)); echo "ok    $1"; }
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL  $1"
+  [ -n "${2:-}" ] && sed 's/^/      /' <<<"$2"
+  return 0
+}
+skip() { skipped=$((skipped + 1)); echo "SKIP  $1"; }
+loud() {
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  for line in "$@"; do echo "!!! $line"; done
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+}
+die() {
+  echo "tests/nix/check.sh: $*" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+# ------------------------------------------------------------------ tools
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "need $* but there is no apt-get"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 || die "apt-get install $* failed"
+}
+
+for d in "$HOME/.cargo/bin" "$TOOLS/bin"; do
+  case ":$PATH:" in *":$d:"*) ;; *) export PATH="$d:$PATH" ;; esac
+done
+
+command -v nix-instantiate >/dev/null 2>&1 || {
+  echo "installing nix-bin (apt) for nix-instantiate" >&2
+  apt_install nix-bin
+}
+command -v cargo >/dev/null 2>&1 || die "cargo is not installed (see tests/lib/ensure-deps.sh)"
+
+if ! deadnix --version 2>/dev/null | grep -q "deadnix $DEADNIX_VERSION"; then
+  echo "installing deadnix $DEADNIX_VERSION from crates.io into $TOOLS" >&2
+  cargo install --quiet --locked --root "$TOOLS" "deadnix@$DEADNIX_VERSION" >&2 || die "cargo install deadnix failed"
+fi
+
+# alejandra's CLI is not on crates.io, its library is: tests/nix/fmt wraps it.
+NIXFMT_TARGET=$CACHE/nix-fmt-target
+NIXFMT=$NIXFMT_TARGET/release/tailjoin-nix-fmt
+CARGO_TARGET_DIR=$NIXFMT_TARGET cargo build --quiet --release --locked --manifest-path tests/nix/fmt/Cargo.toml >&2 \
+  || die "cannot build tests/nix/fmt (the alejandra formatter)"
+
+# The real statix is the Nix linter; crates.io's crate named statix is an unrelated HTTP server.
+STATIX_BIN=${STATIX:-}
+if [ -z "$STATIX_BIN" ]; then STATIX_BIN=$(command -v statix 2>/dev/null || true); fi
+if [ -n "$STATIX_BIN" ] && ! "$STATIX_BIN" check --help 2>/dev/null | grep -qi "lints"; then
+  echo "ignoring $STATIX_BIN: it is not the Nix linter statix" >&2
+  STATIX_BIN=""
+fi
+
+mapfile -t NIX_FILES < <(git ls-files -co --exclude-standard -- '*.nix' | grep -v '^agent/target/' | sort)
+[ "${#NIX_FILES[@]}" -gt 0 ] || die "no .nix files found"
+
+# ------------------------------------------------------------------ format, parse, lint
+if [ $FIX = 1 ]; then
+  "$NIXFMT" "${NIX_FILES[@]}" || true
+fi
+
+for f in "${NIX_FILES[@]}"; do
+  if out=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then pass "parses: $f"; else fail "parses: $f" "$out"; fi
+done
+
+if out=$("$NIXFMT" --check "${NIX_FILES[@]}" 2>&1); then
+  pass "alejandra formatting (${#NIX_FILES[@]} files)"
+else
+  fail "alejandra formatting (fix: tests/nix/check.sh --fix)" "$out"
+fi
+
+if out=$(deadnix --fail "${NIX_FILES[@]}" 2>&1); then pass "deadnix --fail"; else fail "deadnix --fail" "$out"; fi
+
+if [ -n "$STATIX_BIN" ]; then
+  statix_out="" statix_ok=1
+  for f in "${NIX_FILES[@]}"; do
+    if ! o=$("$STATIX_BIN" check --format errfmt "$f" 2>&1); then statix_ok=0; statix_out+="$o"$'\n'; fi
+  done
+  if [ $statix_ok = 1 ]; then pass "statix check"; else fail "statix check" "$statix_out"; fi
+else
+  loud "statix was NOT run: it is in no registry this machine or CI can reach" \
+    "(crates.io's crate 'statix' is an unrelated HTTP server). Build it from its source" \
+    "and set STATIX=/path/to/statix, or put it on PATH, to run it."
+  skip "statix check"
+fi
+
+# ------------------------------------------------------------------ flake.lock and inputs
+if out=$(python3 - <<'EOF' 2>&1
+import json
+lock = json.load(open("flake.lock"))
+assert lock["version"] == 7 and lock["root"] == "root", "lock version/root"
+assert lock["nodes"]["root"] == {"inputs": {"nixpkgs": "nixpkgs"}}, "nixpkgs must be the only input"
+n = lock["nodes"]["nixpkgs"]
+assert n["locked"] == {
+    "lastModified": 1783549019,
+    "narHash": "sha256-0XnckG4ZhBmAsYa9mLuEIFowBG0fDGPLHduQGsbMS4A=",
+    "owner": "NixOS", "repo": "nixpkgs",
+    "rev": "74cc63f702f7d60a557e152a57b40fb1fd0f72ac", "type": "github",
+}, n["locked"]
+assert n["original"] == {"owner": "NixOS", "ref": "nixos-26.05", "repo": "nixpkgs", "type": "github"}, n["original"]
+EOF
+); then pass "flake.lock pins nixpkgs as DESIGN.md says"; else fail "flake.lock pins nixpkgs as DESIGN.md says" "$out"; fi
+
+if out=$(nix-instantiate --eval --strict --json -E '(import ./flake.nix).inputs' 2>&1) \
+  && [ "$out" = '{"nixpkgs":{"url":"github:NixOS/nixpkgs/nixos-26.05"}}' ]; then
+  pass "flake.nix: nixpkgs is the only input and follows the locked ref"
+else
+  fail "flake.nix: nixpkgs is the only input and follows the locked ref" "$out"
+fi
+
+# ------------------------------------------------------------------ unit renderer (no lib needed)
+if out=$(python3 tests/nix/render-unit.py modules/tailjoin-unit.json --set Service.ExecStart=/x 2>&1) \
+  && grep -qx 'CapabilityBoundingSet=' <<<"$out" && grep -qx 'NoNewPrivileges=true' <<<"$out" \
+  && grep -qx 'RestrictAddressFamilies=AF_INET6' <<<"$out" && grep -qx 'StartLimitBurst=5' <<<"$out" \
+  && grep -qx 'ExecStart=/x' <<<"$out" && grep -qx 'WantedBy=multi-user.target' <<<"$out"; then
+  pass "render-unit.py renders tailjoin-unit.json (list, bool, number, empty string)"
+else
+  fail "render-unit.py renders tailjoin-unit.json" "$out"
+fi
+
+# ------------------------------------------------------------------ module evaluation
+if out=$(env -u NIXPKGS_LIB nix-instantiate --eval --strict --json tests/nix/eval.nix 2>&1); then
+  fail "eval.nix refuses to run without NIXPKGS_LIB" "$out"
+elif grep -q "NIXPKGS_LIB is not set" <<<"$out"; then
+  pass "eval.nix refuses to run without NIXPKGS_LIB, saying so"
+else
+  fail "eval.nix refuses to run without NIXPKGS_LIB, saying so" "$out"
+fi
+
+if [ -z "${NIXPKGS_LIB:-}" ]; then
+  loud "MODULE EVALUATION TESTS WERE NOT RUN: NIXPKGS_LIB is not set." \
+    "They need a checkout of github:nix-community/nixpkgs.lib, which no package registry" \
+    "reachable here carries; set NIXPKGS_LIB=/path/to/it to run them."
+  skip "module evaluation tests (tests/nix/eval.nix)"
+  skip "JSON configs pass tailjoin check-config"
+  skip "module's unit equals render-unit.py's rendering of tailjoin-unit.json"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  if ! nix-instantiate --eval --strict --json tests/nix/eval.nix >"$work/eval.json" 2>"$work/eval.err"; then
+    fail "tests/nix/eval.nix evaluates" "$(tail -40 "$work/eval.err")"
+  else
+    echo "      (nixpkgs lib $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["artifacts"]["libVersion"])' "$work/eval.json") from $NIXPKGS_LIB)"
+    while IFS=$'\t' read -r ok name detail; do
+      if [ "$ok" = 1 ]; then pass "eval: $name"; else fail "eval: $name" "$detail"; fi
+    done < <(python3 -c '
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("1" if r["ok"] else "0", r["name"], r["detail"], sep="\t")
+' "$work/eval.json")
+
+    # The agent the module's build-time check runs.
+    if ! out=$(cargo build --quiet --release --locked --manifest-path agent/Cargo.toml 2>&1); then
+      fail "build the agent for check-config" "$out"
+    else
+      TJ=agent/target/release/tailjoin
+      python3 - "$work" <<'EOF'
+import json, sys
+w = sys.argv[1]
+a = json.load(open(f"{w}/eval.json"))["artifacts"]
+for name, cfg in a["configs"].items():
+    json.dump(cfg, open(f"{w}/config-{name}.json", "w"))
+json.dump(a["healthConfig"], open(f"{w}/health.json", "w"))
+open(f"{w}/module.service", "w").write(a["unitText"])
+with open(f"{w}/sets", "w") as f:
+    for k, v in sorted(a["instance"].items()):
+        for item in v if isinstance(v, list) else [v]:
+            f.write(f"Service.{k}={item}\n")
+EOF
+      for c in "$work"/config-*.json; do
+        n=$(basename "$c" .json)
+        if out=$("$TJ" check-config "$c" 2>&1); then pass "tailjoin check-config accepts the module's $n"; else fail "tailjoin check-config accepts the module's $n" "$out"; fi
+      done
+      out=$("$TJ" check-config "$work/health.json" 2>&1)
+      rc=$?
+      if [ $rc = 2 ] && grep -q health <<<"$out"; then
+        pass "tailjoin check-config rejects health (reserved) naming the field, exit 2"
+      else
+        fail "tailjoin check-config rejects health naming the field, exit 2 (got $rc)" "$out"
+      fi
+    fi
+
+    mapfile -t sets <"$work/sets"
+    args=()
+    for s in "${sets[@]}"; do args+=(--set "$s"); done
+    if python3 tests/nix/render-unit.py modules/tailjoin-unit.json "${args[@]}" -o "$work/json.service" \
+      && out=$(diff -u "$work/json.service" "$work/module.service"); then
+      pass "module's unit equals render-unit.py's rendering of tailjoin-unit.json (+ ${#sets[@]} instance keys)"
+    else
+      fail "module's unit equals render-unit.py's rendering of tailjoin-unit.json" "${out:-render-unit.py failed}"
+    fi
+  fi
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
