@@ -267,6 +267,19 @@ impl Agent {
                     reason,
                     attempts,
                 } => {
+                    if kind == FailureKind::KeyRejected {
+                        // tailscaled would keep presenting the rejected key to the control
+                        // server on its own; stop it so a dead key does not hammer the server.
+                        match self.api.edit_prefs(&prefs::stop_prefs()).await {
+                            Ok(()) => tracing::info!(
+                                "told tailscaled to stop retrying the rejected key (WantRunning=false); \
+                                 `tailscale up` or restarting tailjoin with a new key resumes"
+                            ),
+                            Err(e) => {
+                                tracing::warn!("cannot stop tailscaled's own login retries: {e}")
+                            }
+                        }
+                    }
                     return Err(match kind {
                         FailureKind::KeyRejected => AgentError::KeyRejected { attempts, reason },
                         FailureKind::JoinTimeout | FailureKind::JoinRequest => AgentError::GaveUp {

@@ -45,6 +45,12 @@ pub fn resume_prefs() -> Value {
     json!({"WantRunning": true, "WantRunningSet": true})
 }
 
+/// The MaskedPrefs that stop tailscaled from retrying a login by itself (it retries a rejected
+/// key against the control server forever otherwise).
+pub fn stop_prefs() -> Value {
+    json!({"WantRunning": false, "WantRunningSet": true})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

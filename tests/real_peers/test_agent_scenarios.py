@@ -215,6 +215,9 @@ def test_5_invalid_key_fails_clearly_after_bounded_attempts(headscale, tailscale
     assert "rejected 2 time(s)" in log, log
     assert log.count("joining http") == 2, log
     assert headscale.node("badkey") is None
+    # tailscaled retries a rejected key by itself; the agent stops that on giving up.
+    assert ts.prefs()["WantRunning"] is False
+    assert "stop retrying the rejected key" in log
 
 
 def test_6_single_use_key_reused_by_a_second_node(headscale, tailscaled_factory, agents):
