@@ -12,6 +12,8 @@ use crate::report::status_file::ErrorReport;
 use crate::report::{Reporter, Transition};
 use crate::secrets::{self, KeyContext};
 use crate::state::{BackendState, NodeFacts};
+use crate::systemd::{SystemdWaiter, WaitError};
+use crate::unit_wait::{UnitObservation, describe};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,6 +31,10 @@ pub struct Agent {
     retry_at: Option<Instant>,
     /// The last transient error talking to tailscaled, for the status line.
     last_connect_error: Option<LocalApiError>,
+    /// systemd on the system bus; `None` without a bus (then the socket is watched instead).
+    systemd: Option<SystemdWaiter>,
+    /// What systemd last said about a unit being waited for, for the status line.
+    unit_wait: Option<(String, Option<ErrorReport>)>,
 }
 
 /// How the loop ended without an error.
@@ -57,6 +63,8 @@ impl Agent {
             join_deadline: None,
             retry_at: None,
             last_connect_error: None,
+            systemd: None,
+            unit_wait: None,
         })
     }
 
@@ -67,6 +75,12 @@ impl Agent {
         let mut sigint = signal(SignalKind::interrupt())
             .map_err(|e| AgentError::Internal(format!("cannot handle SIGINT: {e}")))?;
         self.report_phase(Phase::Starting);
+        match SystemdWaiter::connect().await {
+            Ok(waiter) => self.systemd = Some(waiter),
+            Err(e) => tracing::info!(
+                "no systemd on the system bus ({e}); waiting for tailscaled's socket instead of its unit"
+            ),
+        }
         let outcome = tokio::select! {
             r = self.watch_forever() => r,
             _ = sigterm.recv() => Ok(Exit::Signal("SIGTERM")),
@@ -91,6 +105,7 @@ impl Agent {
                         kind: e.kind().to_owned(),
                         message: e.to_string(),
                     }),
+                    joins: self.machine.joins(),
                 });
                 Err(e)
             }
@@ -116,13 +131,76 @@ impl Agent {
     }
 
     async fn watch_forever(&mut self) -> Result<Exit, AgentError> {
+        let mut first = true;
         loop {
+            self.wait_for_units(first).await?;
+            first = false;
             let mut bus = self.connect().await?;
             self.last_connect_error = None;
             let lost = self.follow(&mut bus).await?;
             tracing::info!("lost the IPN bus ({lost}); tailscaled stopped or restarted");
             self.handle(Event::TailscaledLost).await?;
         }
+    }
+
+    /// Waits over D-Bus until tailscaled's unit is active (and, the first time, the configured
+    /// units that are queued to start). Without systemd this returns at once.
+    async fn wait_for_units(&mut self, first: bool) -> Result<(), AgentError> {
+        let Some(waiter) = self.systemd.take() else {
+            return Ok(());
+        };
+        let mut units = vec![(self.settings.tailscaled_unit.clone(), true)];
+        if first {
+            units.extend(
+                self.settings
+                    .wait_for_units
+                    .iter()
+                    .map(|u| (u.clone(), false)),
+            );
+        }
+        let deadline = Instant::now() + self.settings.units_timeout;
+        let mut result = Ok(());
+        for (unit, required) in units {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = waiter
+                .wait_active(&unit, required, left, |name, seen| {
+                    self.report_unit(name, seen)
+                })
+                .await;
+            match waited {
+                Ok(()) => {}
+                Err(WaitError::Bus(e)) => {
+                    tracing::warn!(
+                        "lost systemd's D-Bus signals ({e}); waiting for tailscaled's socket instead"
+                    );
+                    self.unit_wait = None;
+                    return Ok(());
+                }
+                Err(e @ WaitError::Timeout { .. }) => {
+                    result = Err(AgentError::UnitTimeout(format!(
+                        "{e}; raise units_timeout_secs, or check `systemctl status {unit}`"
+                    )));
+                    break;
+                }
+                Err(e @ WaitError::NoSuchUnit { .. }) => {
+                    result = Err(AgentError::UnitMissing(e.to_string()));
+                    break;
+                }
+            }
+        }
+        self.unit_wait = None;
+        self.systemd = Some(waiter);
+        result
+    }
+
+    fn report_unit(&mut self, unit: &str, seen: &UnitObservation) {
+        let state = describe(seen);
+        let error = (seen.active_state == "failed").then(|| ErrorReport {
+            kind: "unit-failed".to_owned(),
+            message: format!("{unit} is {state}"),
+        });
+        self.unit_wait = Some((format!("waiting for {unit}: it is {state}"), error));
+        self.report_phase(Phase::WaitingForTailscaled);
     }
 
     /// Opens the IPN bus, retrying transient failures with exponential backoff and jitter.
@@ -259,6 +337,7 @@ impl Agent {
                             kind: kind.name().to_owned(),
                             message: reason,
                         }),
+                        joins: self.machine.joins(),
                     });
                     None
                 }
@@ -337,7 +416,15 @@ impl Agent {
                 None
             }
         };
-        let first = self.reporter.current().time_to_join_ms.is_none();
+        let current = self.reporter.current();
+        if current.state == Phase::Running
+            && current.joins == self.machine.joins()
+            && (node.is_none() || node == current.node)
+        {
+            // Nothing new to say (e.g. a SelfChange that changed nothing reported).
+            return None;
+        }
+        let first = current.time_to_join_ms.is_none();
         let joined_in = if first {
             format!(
                 " (joined in {:.1}s)",
@@ -369,6 +456,7 @@ impl Agent {
             backend: Some(BackendState::Running),
             node,
             error: None,
+            joins: self.machine.joins(),
         });
         None
     }
@@ -384,6 +472,7 @@ impl Agent {
         let (summary, error) = match phase {
             Phase::Starting => ("starting".to_owned(), None),
             Phase::WaitingForTailscaled => match &self.last_connect_error {
+                _ if self.unit_wait.is_some() => self.unit_wait.clone().unwrap_or_default(),
                 Some(e) => (
                     format!("waiting for tailscaled: {e}"),
                     Some(ErrorReport {
@@ -467,6 +556,7 @@ impl Agent {
             backend,
             node: None,
             error,
+            joins: self.machine.joins(),
         });
     }
 }

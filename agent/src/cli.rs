@@ -133,6 +133,15 @@ pub struct RunArgs {
     /// error, warn, info, debug or trace [default: info].
     #[arg(long, env = "TAILJOIN_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// tailscaled's systemd unit, awaited over D-Bus [default: tailscaled.service].
+    #[arg(long, env = "TAILJOIN_TAILSCALED_UNIT")]
+    pub tailscaled_unit: Option<String>,
+    /// Units to wait for while queued, comma-separated [default: network-online.target].
+    #[arg(long, env = "TAILJOIN_WAIT_FOR_UNITS", value_delimiter = ',')]
+    pub wait_for_units: Option<Vec<String>>,
+    /// Seconds to wait for those units before giving up [default: 300].
+    #[arg(long, env = "TAILJOIN_UNITS_TIMEOUT")]
+    pub units_timeout: Option<u64>,
 }
 
 impl RunArgs {
@@ -176,6 +185,9 @@ impl RunArgs {
             retry: (retry != RawRetry::default()).then_some(retry),
             state_dir: self.state_dir.clone(),
             log_level: self.log_level.clone(),
+            tailscaled_unit: self.tailscaled_unit.clone(),
+            wait_for_units: self.wait_for_units.clone(),
+            units_timeout_secs: self.units_timeout,
         }
     }
 }

@@ -42,6 +42,12 @@ pub struct RawConfig {
     pub state_dir: Option<PathBuf>,
     /// error, warn, info, debug or trace.
     pub log_level: Option<String>,
+    /// tailscaled's systemd unit, awaited over D-Bus before talking to its socket.
+    pub tailscaled_unit: Option<String>,
+    /// Further units to wait for, only while they are queued to start.
+    pub wait_for_units: Option<Vec<String>>,
+    /// How long to wait for the units before giving up.
+    pub units_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -113,6 +119,9 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub state_dir: PathBuf,
     pub log_level: LogLevel,
+    pub tailscaled_unit: String,
+    pub wait_for_units: Vec<String>,
+    pub units_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +248,9 @@ impl RawConfig {
             retry,
             state_dir: over.state_dir.or(self.state_dir),
             log_level: over.log_level.or(self.log_level),
+            tailscaled_unit: over.tailscaled_unit.or(self.tailscaled_unit),
+            wait_for_units: over.wait_for_units.or(self.wait_for_units),
+            units_timeout_secs: over.units_timeout_secs.or(self.units_timeout_secs),
         }
     }
 
@@ -416,6 +428,25 @@ impl RawConfig {
             }
         };
 
+        let tailscaled_unit = self
+            .tailscaled_unit
+            .unwrap_or_else(|| "tailscaled.service".to_owned());
+        validate_unit_name("tailscaled_unit", &tailscaled_unit)?;
+        let wait_for_units = self
+            .wait_for_units
+            .unwrap_or_else(|| vec!["network-online.target".to_owned()]);
+        for (i, unit) in wait_for_units.iter().enumerate() {
+            validate_unit_name(&format!("wait_for_units[{i}]"), unit)?;
+        }
+        let units_timeout_secs = self.units_timeout_secs.unwrap_or(300);
+        if !(1..=86_400).contains(&units_timeout_secs) {
+            return Err(invalid(
+                "units_timeout_secs",
+                format!("{units_timeout_secs} is out of range"),
+                "use 1 to 86400 seconds",
+            ));
+        }
+
         Ok(Settings {
             socket,
             login_server,
@@ -429,7 +460,27 @@ impl RawConfig {
             retry,
             state_dir,
             log_level,
+            tailscaled_unit,
+            wait_for_units,
+            units_timeout: Duration::from_secs(units_timeout_secs),
         })
+    }
+}
+
+fn validate_unit_name(field: &str, unit: &str) -> Result<(), ConfigError> {
+    let ok = unit.contains('.')
+        && !unit.starts_with('.')
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':' | '\\'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{unit:?} is not a systemd unit name"),
+            "use a full unit name such as \"tailscaled.service\" or \"network-online.target\"",
+        ))
     }
 }
 
@@ -560,6 +611,9 @@ mod tests {
         assert_eq!(s.retry.max_attempts, 10);
         assert_eq!(s.retry.key_attempts, 2);
         assert_eq!(s.log_level, LogLevel::Info);
+        assert_eq!(s.tailscaled_unit, "tailscaled.service");
+        assert_eq!(s.wait_for_units, vec!["network-online.target"]);
+        assert_eq!(s.units_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -633,6 +687,12 @@ mod tests {
             (r#"{"retry": {"key_attempts": 50}}"#, "retry.key_attempts"),
             (r#"{"log_level": "loud"}"#, "log_level"),
             (r#"{"ephemeral": true}"#, "ephemeral"),
+            (r#"{"tailscaled_unit": "tailscaled"}"#, "tailscaled_unit"),
+            (
+                r#"{"wait_for_units": ["a.target", "../x"]}"#,
+                "wait_for_units[1]",
+            ),
+            (r#"{"units_timeout_secs": 0}"#, "units_timeout_secs"),
         ];
         for (json, field) in cases {
             let base = parse(minimal()).unwrap();

@@ -171,6 +171,8 @@ pub struct Machine {
     last_failure: Option<(FailureKind, String)>,
     /// tailscaled's warning that it cannot reach the control server, while raised.
     control_problem: Option<String>,
+    /// Joins that reached Running: a key was submitted and the node came up.
+    joins: u32,
 }
 
 impl Machine {
@@ -185,7 +187,14 @@ impl Machine {
             last_join_error: None,
             last_failure: None,
             control_problem: None,
+            joins: 0,
         }
+    }
+
+    /// How many times a submitted key brought the node to Running. Reconnecting to a
+    /// tailscaled that is already Running is not a join.
+    pub fn joins(&self) -> u32 {
+        self.joins
     }
 
     pub fn phase(&self) -> Phase {
@@ -354,6 +363,9 @@ impl Machine {
                 Action::Watch(Phase::Degraded)
             }
             BackendState::Running => {
+                if self.join_in_flight {
+                    self.joins += 1;
+                }
                 self.join_in_flight = false;
                 self.last_join_error = None;
                 self.key_rejections = 0;
@@ -495,6 +507,11 @@ mod tests {
         );
         assert_eq!(m.on(Event::Backend(Running)), Action::Ready);
         assert_eq!(m.phase(), Phase::Running);
+        assert_eq!(m.joins(), 1);
+        // Reconnecting to a tailscaled that is still Running is not another join.
+        m.on(Event::TailscaledLost);
+        m.on(Event::Backend(Running));
+        assert_eq!(m.joins(), 1);
     }
 
     #[test]

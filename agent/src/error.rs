@@ -172,6 +172,10 @@ pub enum AgentError {
     #[error(transparent)]
     LocalApi(LocalApiError),
     #[error("{0}")]
+    UnitTimeout(String),
+    #[error("{0}")]
+    UnitMissing(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -183,6 +187,8 @@ impl AgentError {
             AgentError::KeyUnavailable(_) => exit::KEY_UNAVAILABLE,
             AgentError::GaveUp { .. } => exit::GAVE_UP,
             AgentError::LocalApi(LocalApiError::PermissionDenied { .. }) => exit::CONFIG,
+            AgentError::UnitTimeout(_) => exit::GAVE_UP,
+            AgentError::UnitMissing(_) => exit::CONFIG,
             AgentError::LocalApi(_) | AgentError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -195,6 +201,8 @@ impl AgentError {
             AgentError::KeyUnavailable(_) => "key-unavailable",
             AgentError::GaveUp { .. } => "gave-up",
             AgentError::LocalApi(e) => e.kind(),
+            AgentError::UnitTimeout(_) => "unit-timeout",
+            AgentError::UnitMissing(_) => "unit-missing",
             AgentError::Internal(_) => "internal",
         }
     }

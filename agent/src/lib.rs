@@ -16,6 +16,8 @@ pub mod report;
 pub mod secrets;
 pub mod state;
 pub mod status_cmd;
+pub mod systemd;
+pub mod unit_wait;
 
 use cli::{CheckConfigArgs, Cli, Command, RunArgs, StatusArgs};
 use config::{RawConfig, Settings};

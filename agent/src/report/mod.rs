@@ -21,6 +21,8 @@ pub struct Transition {
     pub backend: Option<BackendState>,
     pub node: Option<NodeFacts>,
     pub error: Option<ErrorReport>,
+    /// Joins so far (a submitted key that reached Running).
+    pub joins: u32,
 }
 
 pub struct Reporter {
@@ -78,19 +80,17 @@ impl Reporter {
         let same = t.phase == self.report.state
             && t.summary == self.report.summary
             && t.node == self.report.node
-            && t.error == self.report.error;
+            && t.error == self.report.error
+            && t.joins == self.report.joins;
         if same {
             return;
         }
         let prev = self.report.state;
         let elapsed_ms = self.elapsed_ms();
-        // Coming back from Degraded is the same join continuing, not a new one.
-        if t.phase == Phase::Running && !matches!(prev, Phase::Running | Phase::Degraded) {
-            self.report.joins += 1;
-            if self.report.time_to_join_ms.is_none() {
-                self.report.time_to_join_ms = Some(elapsed_ms);
-            }
+        if t.phase == Phase::Running && self.report.time_to_join_ms.is_none() {
+            self.report.time_to_join_ms = Some(elapsed_ms);
         }
+        self.report.joins = t.joins;
         if t.phase != prev {
             self.report.previous_state = Some(prev);
         }
@@ -193,6 +193,7 @@ mod tests {
             backend: Some(BackendState::NeedsLogin),
             node: None,
             error: None,
+            joins: 0,
         });
         let node = NodeFacts {
             tailscale_ips: vec!["100.64.0.1".into()],
@@ -204,6 +205,7 @@ mod tests {
             backend: Some(BackendState::Running),
             node: Some(node.clone()),
             error: None,
+            joins: 1,
         };
         r.transition(running.clone());
         r.transition(running);
@@ -228,6 +230,7 @@ mod tests {
                 kind: "key-rejected".into(),
                 message: "m".into(),
             }),
+            joins: 0,
         });
         assert_eq!(r.current().state, Phase::Failed);
     }
