@@ -180,6 +180,9 @@
       };
       state_dir = "/run/${unitSpec.service.RuntimeDirectory}";
       log_level = cfg.logLevel;
+      # The agent waits for these over D-Bus (signals, not polling) before it talks to tailscaled.
+      tailscaled_unit = "tailscaled.service";
+      wait_for_units = ["network-online.target"] ++ cfg.waitFor;
     }
     // lib.optionalAttrs (cfg.health != {}) {inherit (cfg) health;})
   cfg.extraSettings;
@@ -296,8 +299,9 @@ in {
       default = [];
       example = ["agenix.service" "sops-install-secrets.service"];
       description = ''
-        Units to start before the agent and wait for (added to its `After=` and `Wants=`), for
-        example the unit that decrypts the key.
+        Units to start before the agent and wait for (added to its `After=` and `Wants=`, and
+        awaited by the agent over D-Bus while they are queued to start), for example the unit
+        that decrypts the key.
       '';
     };
 

@@ -3,7 +3,7 @@
 # formatting pass; flake.lock pins what DESIGN.md says; and, when NIXPKGS_LIB points at a
 # checkout of github:nix-community/nixpkgs.lib, the module evaluation tests (tests/nix/eval.nix)
 # run, the JSON configs the module writes pass the real agent's `tailjoin check-config`, and the
-# unit the module renders equals tests/nix/render-unit.py's rendering of tailjoin-unit.json.
+# unit the module renders equals tests/lib/render-unit.py's rendering of tailjoin-unit.json.
 #
 #   tests/nix/check.sh          check
 #   tests/nix/check.sh --fix    format the .nix files first
@@ -138,7 +138,7 @@ else
 fi
 
 # ------------------------------------------------------------------ unit renderer (no lib needed)
-if out=$(python3 tests/nix/render-unit.py modules/tailjoin-unit.json --set Service.ExecStart=/x 2>&1) \
+if out=$(python3 tests/lib/render-unit.py modules/tailjoin-unit.json --set Service.ExecStart=/x 2>&1) \
   && grep -qx 'CapabilityBoundingSet=' <<<"$out" && grep -qx 'NoNewPrivileges=true' <<<"$out" \
   && grep -qx 'RestrictAddressFamilies=AF_INET6' <<<"$out" && grep -qx 'StartLimitBurst=5' <<<"$out" \
   && grep -qx 'ExecStart=/x' <<<"$out" && grep -qx 'WantedBy=multi-user.target' <<<"$out"; then
@@ -212,7 +212,7 @@ EOF
     mapfile -t sets <"$work/sets"
     args=()
     for s in "${sets[@]}"; do args+=(--set "$s"); done
-    if python3 tests/nix/render-unit.py modules/tailjoin-unit.json "${args[@]}" -o "$work/json.service" \
+    if python3 tests/lib/render-unit.py modules/tailjoin-unit.json "${args[@]}" -o "$work/json.service" \
       && out=$(diff -u "$work/json.service" "$work/module.service"); then
       pass "module's unit equals render-unit.py's rendering of tailjoin-unit.json (+ ${#sets[@]} instance keys)"
     else

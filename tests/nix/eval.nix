@@ -248,6 +248,8 @@ let
           };
           state_dir = "/run/tailjoin";
           log_level = "info";
+          tailscaled_unit = "tailscaled.service";
+          wait_for_units = ["network-online.target"];
         })
       defaultJSON)
     (test "every option reaches the JSON config"
@@ -269,6 +271,7 @@ let
           operator = "alice";
         }
         && j.on_stopped == "respect"
+        && j.wait_for_units == ["network-online.target" "agenix.service"]
         && j.join_timeout_secs == 120
         && j.retry
         == {

@@ -2,7 +2,7 @@
 # file text by the rules NixOS's systemd library uses: keys in sorted order, a list becomes one
 # line per element, a boolean true/false, anything else its string form (so "" gives `Key=`).
 # wantedBy, which NixOS implements with .wants symlinks, is written as an [Install] section so
-# the text can be compared with tests/nix/render-unit.py's rendering of tailjoin-unit.json.
+# the text can be compared with tests/lib/render-unit.py's rendering of tailjoin-unit.json.
 lib: svc: let
   value = v:
     if builtins.isBool v

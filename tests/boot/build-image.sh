@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Builds the boot-test disk image: a Debian bookworm root file system with systemd, the
+# Go-built tailscaled/tailscale as a service and tailjoin with the unit rendered from
+# modules/tailjoin-unit.json. The auth key is NOT in the image: it is handed to the guest
+# at boot as a systemd credential (see run_boot.py).
+#
+#   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR]
+#
+#   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
+#   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
+#   --peers DIR    tailscaled + tailscale   [default: $TAILJOIN_PEERS_BIN, else tests/peers/build.sh]
+#
+# Prints the image directory on its last line: disk.img (raw ext4, boot it with -snapshot),
+# vmlinuz, initrd.img, manifest.json.
+#
+# Two cached stages under ${TAILJOIN_CACHE:-~/.cache/tailjoin}/boot/:
+#   base-<hash>/     debootstrap tree + kernel + initramfs; the hash covers the suite, mirror,
+#                    package list and everything in tests/boot/guest/base/ (minutes, once)
+#   images/<hash>/   the tree hard-linked, the peers, the agent, its config and units added,
+#                    then `mkfs.ext4 -d` (no mounting); the hash covers every input (seconds)
+# Needs root (debootstrap, chroot, file ownership). Missing tools are installed with apt-get.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
+
+die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
+log() { echo "build-image: $*" >&2; }
+
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --config) config=$2; shift 2 ;;
+    --agent) agent=$2; shift 2 ;;
+    --peers) peers=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot and root-owned files in the image); run it with sudo"
+
+# ------------------------------------------------------------------ tools
+# shellcheck source=deps.sh
+. "$here/deps.sh"
+tj_boot_need debootstrap:debootstrap mkfs.ext4:e2fsprogs python3:python3 sha256sum:coreutils
+
+# ------------------------------------------------------------------ inputs
+[ -n "$agent" ] || agent=$root/agent/target/release/tailjoin
+[ -x "$agent" ] || die "no tailjoin binary at $agent; build it (cd agent && cargo build --release) or set TAILJOIN_BIN"
+if [ -z "$peers" ]; then
+  peers=$("$root/tests/peers/build.sh" | tail -n1) || die "tests/peers/build.sh failed; set TAILJOIN_PEERS_BIN"
+fi
+for b in tailscaled tailscale; do
+  [ -x "$peers/$b" ] || die "no $b in $peers (TAILJOIN_PEERS_BIN); run tests/peers/build.sh"
+done
+
+suite=bookworm
+# The mirror apt on this machine uses (deb822 or one-line sources), else Debian's CDN.
+mirror=${TAILJOIN_DEBIAN_MIRROR:-}
+if [ -z "$mirror" ]; then
+  mirror=$(sed -n 's/^URIs:[[:space:]]*\(\S*debian\/\?\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+  [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+fi
+# minbase + what a booting systemd machine needs. initramfs-tools builds the initrd (the
+# Debian kernel has virtio_blk and ext4 as modules); kmod loads modules; iproute2 for
+# debugging; ca-certificates because tailscaled expects a trust store.
+packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,linux-image-amd64,initramfs-tools,ca-certificates
+
+hash_files() { # stable hash of the named files/dirs (paths relative to $here)
+  (cd "$here" && find "$@" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+base_key=$( { echo "v1 $suite $mirror $packages"; sed -n '/^# >>> base stage/,/^# <<< base stage/p' "$0"; hash_files guest/base; } | sha256sum | cut -c1-16)
+base=$cache/base-$base_key
+
+# ------------------------------------------------------------------ base stage
+# >>> base stage (this block is part of the base hash)
+build_base() {
+  local tmp=$cache/.base-$base_key.tmp.$$ t0 t1 rootfs
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  rootfs=$tmp/rootfs
+  log "debootstrap $suite from $mirror into $rootfs (first run only; takes minutes)"
+  t0=$(date +%s)
+  debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$tmp/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$tmp/debootstrap.log" >&2; die "debootstrap failed (log: $tmp/debootstrap.log)"; }
+  t1=$(date +%s)
+  echo $((t1 - t0)) >"$tmp/debootstrap.seconds"
+
+  # Files that go into every image (network, journald, initramfs module list, …).
+  cp -a "$here/guest/base/." "$rootfs/"
+  chown -R 0:0 "$rootfs/etc/systemd" "$rootfs/etc/initramfs-tools"
+  echo bootvm >"$rootfs/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tbootvm\n' >"$rootfs/etc/hosts"
+  : >"$rootfs/etc/fstab"
+  # A fixed machine id: no first-boot logic, and every boot of the snapshot starts equal.
+  [ -s "$rootfs/etc/machine-id" ] || chroot "$rootfs" systemd-machine-id-setup >/dev/null
+  chroot "$rootfs" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service >/dev/null 2>&1
+  # Nothing periodic or interactive that would compete with the test for a slow TCG CPU.
+  chroot "$rootfs" systemctl disable apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+    fstrim.timer getty@tty1.service >/dev/null 2>&1 || true
+  chroot "$rootfs" systemctl mask getty@tty1.service serial-getty@ttyS0.service serial-getty@ttyS1.service \
+    systemd-firstboot.service >/dev/null 2>&1 || true
+
+  # Drop what a test VM never uses (docs, locales, drivers for real hardware).
+  rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* \
+    "$rootfs"/usr/share/info/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb \
+    "$rootfs"/var/lib/apt/lists/*_Packages
+  local kver
+  kver=$(basename "$(ls -d "$rootfs"/lib/modules/* | head -n1)")
+  local kd=$rootfs/lib/modules/$kver/kernel
+  rm -rf "$kd"/drivers/{gpu,media,infiniband,net/wireless,net/ethernet,staging,isdn,bluetooth,iio,hid,usb,input/touchscreen,scsi,md,mmc,mtd,nfc,platform,hwmon,edac,thunderbolt,video} \
+    "$kd"/{sound,net/bluetooth,net/mac80211,net/wireless} "$kd"/fs/{ocfs2,gfs2,nfs,nfsd,ceph,cifs,smb,xfs,btrfs,f2fs,ubifs,jfs,nilfs2,reiserfs}
+  chroot "$rootfs" depmod -a "$kver"
+  chroot "$rootfs" update-initramfs -u -k "$kver" >"$tmp/initramfs.log" 2>&1 \
+    || { tail -n 30 "$tmp/initramfs.log" >&2; die "update-initramfs failed"; }
+  cp "$rootfs/boot/vmlinuz-$kver" "$tmp/vmlinuz"
+  cp "$rootfs/boot/initrd.img-$kver" "$tmp/initrd.img"
+  echo "$kver" >"$tmp/kernel.version"
+  chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$tmp/packages.txt"
+  chroot "$rootfs" systemctl --version | head -n1 >"$tmp/systemd.version"
+  du -sm "$rootfs" | cut -f1 >"$tmp/rootfs.mb"
+  echo $(( $(date +%s) - t0 )) >"$tmp/base.seconds"
+  rm -rf "$base"
+  mv "$tmp" "$base"
+  log "base ready in $(cat "$base/base.seconds") s (debootstrap $(cat "$base/debootstrap.seconds") s), tree $(cat "$base/rootfs.mb") MB, $(cat "$base/systemd.version")"
+}
+# <<< base stage
+
+mkdir -p "$cache"
+if [ ! -s "$base/kernel.version" ]; then
+  exec 9>"$cache/.base.lock"; flock 9
+  [ -s "$base/kernel.version" ] || build_base
+  flock -u 9
+fi
+
+# ------------------------------------------------------------------ image stage
+tmpdir=$(mktemp -d)
+trap 'rm -rf "$tmpdir"' EXIT
+if [ -z "$config" ]; then
+  config=$tmpdir/config.json
+  printf '{"login_server":"http://10.0.2.2:8080","auth_key":{"credential":"tailscale-auth-key"},"hostname":"bootvm"}\n' >"$config"
+fi
+[ -s "$config" ] || die "config $config is empty or missing"
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$config" || die "config $config is not JSON"
+"$agent" check-config "$config" >/dev/null || die "tailjoin check-config rejects $config"
+grep -qE 'tskey-|hskey-|"key"' "$config" && die "config $config seems to carry a key; the key must reach the guest as a credential only"
+
+# The same renderer tests/nix/check.sh compares the NixOS module's unit against.
+python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
+  --set "Service.ExecStart=/usr/local/bin/tailjoin run --config /etc/tailjoin/config.json" \
+  --set "Service.LoadCredential=tailscale-auth-key" \
+  -o "$tmpdir/tailjoin.service"
+
+image_key=$( {
+  echo "$base_key"
+  sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
+  hash_files guest/image
+  sed -n '/^# >>> image stage/,/^# <<< image stage/p' "$0"
+} | sha256sum | cut -c1-16)
+out=$cache/images/$image_key
+
+# >>> image stage (this block is part of the image hash)
+build_image() {
+  local stage=$cache/images/.stage-$image_key.$$ r t0
+  t0=$(date +%s%N)
+  rm -rf "$stage"; mkdir -p "$stage"
+  r=$stage/rootfs
+  # Hard links: fast, and nothing below writes into a linked file (only new files are added).
+  cp -al "$base/rootfs" "$r"
+  install -D -m 0755 "$peers/tailscaled" "$r/usr/local/sbin/tailscaled"
+  install -D -m 0755 "$peers/tailscale" "$r/usr/local/bin/tailscale"
+  install -D -m 0755 "$agent" "$r/usr/local/bin/tailjoin"
+  install -D -m 0644 "$config" "$r/etc/tailjoin/config.json"
+  install -D -m 0644 "$tmpdir/tailjoin.service" "$r/etc/systemd/system/tailjoin.service"
+  cp -a "$here/guest/image/." "$r/"
+  # The agent must run on the guest's libc (an agent built on a newer distribution may not).
+  chroot "$r" /usr/local/bin/tailjoin --version >/dev/null 2>"$stage/agent-check.log" \
+    || die "the agent $agent does not run in Debian $suite: $(cat "$stage/agent-check.log"); build it on $suite or link it statically"
+  chown -R 0:0 "$r/usr/local" "$r/etc/tailjoin" "$r/etc/systemd/system"
+  # Enable the units the way `systemctl enable` would (WantedBy= symlinks), without chroot.
+  local u wants
+  for u in tailscaled.service tailjoin.service tailjoin-collect.service tailjoin-test-late-tailscaled.service; do
+    wants=$(sed -n 's/^WantedBy=//p' "$r/etc/systemd/system/$u")
+    for w in $wants; do
+      mkdir -p "$r/etc/systemd/system/$w.wants"
+      ln -sfn "/etc/systemd/system/$u" "$r/etc/systemd/system/$w.wants/$u"
+    done
+  done
+  local mb
+  mb=$(du -sm "$r" | cut -f1)
+  truncate -s $((mb + mb / 4 + 256))M "$stage/disk.img"
+  mkfs.ext4 -q -F -L bootroot -E root_owner=0:0 -d "$r" "$stage/disk.img" \
+    || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed)"
+  rm -rf "$r"
+  ln "$base/vmlinuz" "$stage/vmlinuz" 2>/dev/null || cp "$base/vmlinuz" "$stage/vmlinuz"
+  ln "$base/initrd.img" "$stage/initrd.img" 2>/dev/null || cp "$base/initrd.img" "$stage/initrd.img"
+  python3 - "$stage/manifest.json" <<EOF
+import json, sys
+json.dump({
+  "image_key": "$image_key", "base_key": "$base_key", "suite": "$suite", "mirror": "$mirror",
+  "kernel": open("$base/kernel.version").read().strip(),
+  "systemd": open("$base/systemd.version").read().strip(),
+  "debootstrap_seconds": int(open("$base/debootstrap.seconds").read()),
+  "base_seconds": int(open("$base/base.seconds").read()),
+  "rootfs_mb": $mb, "disk_bytes": $(stat -c %s "$stage/disk.img"),
+  "disk_used_bytes": $(du -B1 "$stage/disk.img" | cut -f1),
+  "image_seconds": round(($(date +%s%N) - $t0) / 1e9, 2),
+  "agent": "$agent", "peers": "$peers",
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+  rm -rf "$out"
+  mv "$stage" "$out"
+}
+# <<< image stage
+
+if [ ! -s "$out/manifest.json" ]; then
+  mkdir -p "$cache/images"
+  build_image
+  log "image ready: $out ($(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s MB tree, %s MB on disk, %s s" % (m["rootfs_mb"], m["disk_used_bytes"] >> 20, m["image_seconds"]))' "$out/manifest.json"))"
+  # Keep the five newest images.
+  ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +6 | xargs -r rm -rf
+else
+  log "image cached: $out"
+fi
+echo "$out"
