@@ -30,34 +30,148 @@
 
   looksLikeKey = s: builtins.isString s && (lib.hasPrefix "tskey-" s || builtins.match "[0-9a-f]{40,}" s != null);
 
-  credentialType = types.submodule {
-    options = {
-      name = mkOption {
-        type = types.strMatching "[A-Za-z0-9_.@-]+";
-        default = "tailscale-auth-key";
-        description = ''
-          The credential's name: the agent reads `$CREDENTIALS_DIRECTORY/<name>`.
-        '';
+  # A systemd credential the agent reads: `what` names what it holds, for the descriptions.
+  mkCredentialType = {
+    defaultName,
+    exampleSource,
+    what,
+  }:
+    types.submodule {
+      options = {
+        name = mkOption {
+          type = types.strMatching "[A-Za-z0-9_.@-]+";
+          default = defaultName;
+          description = ''
+            The credential's name: the agent reads ${what} from `$CREDENTIALS_DIRECTORY/<name>`.
+          '';
+        };
+        source = mkOption {
+          type = types.nullOr pathString;
+          default = null;
+          example = exampleSource;
+          description = ''
+            Absolute path of the file systemd loads the credential from at service start
+            (`LoadCredential=<name>:<source>`), given as a string so that it is never copied into
+            the Nix store. `null` loads the credential of the same name from the system credential
+            store instead (`LoadCredential=<name>`), which is filled from the qemu `fw_cfg`
+            (`opt/io.systemd.credentials/<name>`), SMBIOS type 11 or the kernel command line: the
+            way to hand ${what} to a netbooted machine without baking it into the image.
+          '';
+        };
+        encrypted = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            Whether the credential is encrypted with `systemd-creds encrypt` (TPM2 or the host key);
+            uses `LoadCredentialEncrypted=` instead of `LoadCredential=`.
+          '';
+        };
       };
-      source = mkOption {
+    };
+
+  credentialType = mkCredentialType {
+    defaultName = "tailscale-auth-key";
+    exampleSource = "/run/agenix/tailscale-auth-key";
+    what = "the key";
+  };
+
+  bearerTokenType = types.submodule {
+    options = {
+      credential = mkOption {
+        type = types.nullOr (mkCredentialType {
+          defaultName = "tailjoin-http-token";
+          exampleSource = "/run/agenix/tailjoin-http-token";
+          what = "the bearer token";
+        });
+        default = null;
+        example = lib.literalExpression ''{ source = "/run/agenix/tailjoin-http-token"; }'';
+        description = "Deliver the bearer token as a systemd credential (recommended).";
+      };
+      file = mkOption {
         type = types.nullOr pathString;
         default = null;
-        example = "/run/agenix/tailscale-auth-key";
+        example = "/run/secrets/tailjoin-http-token";
         description = ''
-          Absolute path of the file systemd loads the credential from at service start
-          (`LoadCredential=<name>:<source>`), given as a string so that it is never copied into
-          the Nix store. `null` loads the credential of the same name from the system credential
-          store instead (`LoadCredential=<name>`), which is filled from the qemu `fw_cfg`
-          (`opt/io.systemd.credentials/<name>`), SMBIOS type 11 or the kernel command line: the
-          way to hand a key to a netbooted machine without baking it into the image.
+          Absolute path of a root-only file that holds the bearer token, read by the agent at
+          run time. A string, never a Nix path: a path value would be copied into the
+          world-readable store.
         '';
       };
-      encrypted = mkOption {
+    };
+  };
+
+  httpType = types.submodule {
+    options = {
+      url = mkOption {
+        # nullOr only so that an assertion can say what to set; the agent needs a URL.
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://prov.lan:8443/key";
+        description = ''
+          URL the agent fetches the key from at boot. Must be `https://` unless
+          {option}`allowPlainHttp` is set. It is written into the world-readable store: put no
+          secret in it (no one-time token in the query string); use {option}`bearerToken`.
+        '';
+      };
+      method = mkOption {
+        type = types.enum ["get" "post"];
+        default = "get";
+        description = ''
+          `get`, or `post`, which sends the machine's identity (hostname, machine id, addresses)
+          as a JSON body so the server can decide which key to hand out.
+        '';
+      };
+      bearerToken = mkOption {
+        type = types.nullOr bearerTokenType;
+        default = null;
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/tailjoin-http-token"; }'';
+        description = ''
+          Where the agent finds the token it sends as `Authorization: Bearer <token>`: exactly one
+          of `credential` or `file`. Never the token itself. `null` sends no token.
+        '';
+      };
+      caFile = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/etc/tailjoin/prov-ca.pem";
+        description = ''
+          Absolute path of a PEM bundle of the CA(s) that sign the server's certificate; when
+          set, only these CAs are trusted (a home-lab CA). Given as a string, outside the store.
+          `null` trusts the usual public CAs.
+        '';
+      };
+      response = mkOption {
+        type = types.enum ["raw" "json"];
+        default = "raw";
+        description = ''
+          How the response holds the key: `raw` (the body is the key) or `json` (a JSON object
+          whose field {option}`jsonField` is the key).
+        '';
+      };
+      jsonField = mkOption {
+        type = types.nullOr (types.strMatching ".+");
+        default = null;
+        example = "key";
+        description = ''
+          The JSON field that holds the key, with `response = "json"` only; `null` means `key`.
+        '';
+      };
+      timeoutSecs = mkOption {
+        type = types.ints.between 1 300;
+        default = 10;
+        description = "Seconds one request may take, connecting included.";
+      };
+      maxResponseBytes = mkOption {
+        type = types.ints.between 64 1048576;
+        default = 16384;
+        description = "Largest response the agent accepts, in bytes.";
+      };
+      allowPlainHttp = mkOption {
         type = types.bool;
         default = false;
         description = ''
-          Whether the credential is encrypted with `systemd-creds encrypt` (TPM2 or the host key);
-          uses `LoadCredentialEncrypted=` instead of `LoadCredential=`.
+          Accept an `http://` URL. The key then crosses the network in clear text: only on a
+          link you trust, never on a shared network.
         '';
       };
     };
@@ -107,6 +221,18 @@
         example = lib.literalExpression ''{ name = "TS_AUTHKEY"; environmentFile = "/run/secrets/tailjoin.env"; }'';
         description = "Read the key from an environment variable of the unit.";
       };
+      http = mkOption {
+        type = types.nullOr httpType;
+        default = null;
+        example = lib.literalExpression ''
+          {
+            url = "https://prov.lan:8443/key";
+            caFile = "/etc/tailjoin/prov-ca.pem";
+            bearerToken.credential.source = "/run/agenix/tailjoin-http-token";
+          }
+        '';
+        description = "Fetch the key from a provisioning server over HTTP(S) at boot.";
+      };
     };
   };
 
@@ -114,9 +240,41 @@
   keyIsSource = builtins.isAttrs key;
   keySourcesSet =
     if keyIsSource
-    then lib.filter (n: key.${n} != null) ["file" "credential" "env"]
+    then lib.filter (n: key.${n} != null) ["file" "credential" "env" "http"]
     else [];
   oneSource = keyIsSource && builtins.length keySourcesSet == 1;
+
+  http =
+    if keyIsSource
+    then key.http
+    else null;
+  token =
+    if http == null
+    then null
+    else http.bearerToken;
+  tokenSourcesSet =
+    if token == null
+    then []
+    else lib.filter (n: token.${n} != null) ["credential" "file"];
+
+  tokenJSON =
+    if token == null
+    then null
+    else if token.credential != null
+    then {credential = token.credential.name;}
+    else if token.file != null
+    then {file = toString token.file;}
+    else null;
+
+  httpJSON = nonNull {
+    inherit (http) url method response;
+    bearer_token = tokenJSON;
+    ca_file = lib.mapNullable toString http.caFile;
+    json_field = http.jsonField;
+    timeout_secs = http.timeoutSecs;
+    max_response_bytes = http.maxResponseBytes;
+    allow_plain_http = http.allowPlainHttp;
+  };
 
   keyJSON =
     if !oneSource
@@ -125,15 +283,47 @@
     then {file = toString key.file;}
     else if key.credential != null
     then {credential = key.credential.name;}
-    else {env = key.env.name;};
+    else if key.env != null
+    then {env = key.env.name;}
+    else {http = httpJSON;};
 
-  # Every path-like value the key options hold, with the option that holds it.
+  # The systemd credentials the unit loads: the key's, or the HTTP source's bearer token's.
+  credentials = lib.filter (c: c != null) (
+    lib.optionals oneSource [
+      key.credential
+      (
+        if token == null
+        then null
+        else token.credential
+      )
+    ]
+  );
+  credentialKeys = let
+    one = encrypted: let
+      lines = map credentialLine (lib.filter (c: c.encrypted == encrypted) credentials);
+    in
+      if builtins.length lines == 1
+      then builtins.head lines
+      else lines;
+  in
+    lib.optionalAttrs (lib.any (c: !c.encrypted) credentials) {LoadCredential = one false;}
+    // lib.optionalAttrs (lib.any (c: c.encrypted) credentials) {LoadCredentialEncrypted = one true;};
+
+  keyExample = "/run/agenix/tailscale-auth-key";
+  tokenExample = "/run/agenix/tailjoin-http-token";
+
+  # Every path-like value the key options hold, with the option that holds it, a path to suggest
+  # instead, what a secret given there by mistake would be (null: the value is no secret), and
+  # whether the agent itself opens it (so the hardened unit must be able to see it).
   keyPaths = lib.filter (p: p.value != null) (
     if keyIsSource
     then [
       {
         opt = "authKey.file";
         value = key.file;
+        example = "/run/secrets/tailscale-auth-key";
+        secret = "an auth key";
+        agentReads = true;
       }
       {
         opt = "authKey.credential.source";
@@ -141,6 +331,9 @@
           if key.credential == null
           then null
           else key.credential.source;
+        example = keyExample;
+        secret = "an auth key";
+        agentReads = false;
       }
       {
         opt = "authKey.env.environmentFile";
@@ -148,10 +341,54 @@
           if key.env == null
           then null
           else key.env.environmentFile;
+        example = "/run/secrets/tailjoin.env";
+        secret = "an auth key";
+        agentReads = false;
+      }
+      {
+        opt = "authKey.http.caFile";
+        value =
+          if http == null
+          then null
+          else http.caFile;
+        example = "/etc/tailjoin/prov-ca.pem";
+        secret = null;
+        agentReads = true;
+      }
+      {
+        opt = "authKey.http.bearerToken.file";
+        value =
+          if token == null
+          then null
+          else token.file;
+        example = "/run/secrets/tailjoin-http-token";
+        secret = "a bearer token";
+        agentReads = true;
+      }
+      {
+        opt = "authKey.http.bearerToken.credential.source";
+        value =
+          if token == null || token.credential == null
+          then null
+          else token.credential.source;
+        example = tokenExample;
+        secret = "a bearer token";
+        agentReads = false;
       }
     ]
     else []
   );
+
+  # A file the agent opens where the hardened unit cannot see it (ProtectHome=, PrivateTmp=).
+  hiddenFromUnit = p: p.agentReads && builtins.isString p.value && (lib.hasPrefix "/home/" p.value || lib.hasPrefix "/tmp/" p.value);
+
+  # A value given where a path belongs that is the secret itself: an auth key by its form; a
+  # bearer token also as any long string that has no slash, which no path has.
+  looksLikeSecret = p:
+    p.secret
+    != null
+    && (looksLikeKey p.value
+      || (p.secret == "a bearer token" && builtins.isString p.value && !(lib.hasInfix "/" p.value) && builtins.stringLength p.value >= 16));
 
   nonNull = lib.filterAttrs (_: v: v != null);
 
@@ -217,9 +454,9 @@ in {
       default = {};
       example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-auth-key"; }'';
       description = ''
-        Where the agent finds the auth key at run time: exactly one of `file`, `credential` or
-        `env`. Never the key itself: anything in a Nix expression ends up in the world-readable
-        store.
+        Where the agent finds the auth key at run time: exactly one of `file`, `credential`,
+        `env` or `http`. Never the key itself: anything in a Nix expression ends up in the
+        world-readable store.
       '';
     };
 
@@ -412,12 +649,46 @@ in {
         {
           assertion = !keyIsSource || builtins.length keySourcesSet == 1;
           message = ''
-            services.tailjoin.authKey must set exactly one of file, credential or env (set: ${
+            services.tailjoin.authKey must set exactly one of file, credential, env or http (set: ${
               if keySourcesSet == []
               then "none"
               else lib.concatStringsSep ", " keySourcesSet
             }).
             For example: services.tailjoin.authKey.credential.source = "/run/agenix/tailscale-auth-key";
+          '';
+        }
+        {
+          assertion = http == null || http.url != null;
+          message = ''
+            services.tailjoin.authKey.http.url is not set: name the provisioning server's URL, e.g.
+              services.tailjoin.authKey.http.url = "https://prov.lan:8443/key";
+          '';
+        }
+        {
+          assertion = http == null || http.url == null || !(lib.hasPrefix "http://" (lib.toLower http.url)) || http.allowPlainHttp;
+          message = ''
+            services.tailjoin.authKey.http.url is an http:// URL (${toString (http.url or "")}): the key would cross the network in clear text.
+            Use https:// (with services.tailjoin.authKey.http.caFile for a home-lab CA), or, only on a link you trust, set
+              services.tailjoin.authKey.http.allowPlainHttp = true;
+          '';
+        }
+        {
+          assertion = http == null || http.jsonField == null || http.response == "json";
+          message = ''
+            services.tailjoin.authKey.http.jsonField is set but response is "raw", so the field would never be read.
+            Set services.tailjoin.authKey.http.response = "json"; or remove jsonField.
+          '';
+        }
+        {
+          assertion = token == null || builtins.length tokenSourcesSet == 1;
+          message = ''
+            services.tailjoin.authKey.http.bearerToken must set exactly one of credential or file (set: ${
+              if tokenSourcesSet == []
+              then "none"
+              else lib.concatStringsSep ", " tokenSourcesSet
+            }).
+            For example: services.tailjoin.authKey.http.bearerToken.credential.source = "${tokenExample}";
+            or bearerToken = null; to send no token.
           '';
         }
         {
@@ -438,17 +709,17 @@ in {
         }
       ]
       ++ map (p: {
-        assertion = !(looksLikeKey p.value);
+        assertion = !(looksLikeSecret p);
         message = ''
-          services.tailjoin.${p.opt} looks like an auth key itself, not a path.
-          Write the key into a root-only file outside the store (or use agenix/sops-nix) and give its path:
-            services.tailjoin.${p.opt} = "/run/secrets/tailscale-auth-key";
-          and revoke this key: it is now in your configuration.
+          services.tailjoin.${p.opt} looks like ${p.secret} itself, not a path.
+          Write it into a root-only file outside the store (or use agenix/sops-nix) and give its path:
+            services.tailjoin.${p.opt} = "${p.example}";
+          and revoke it: it is now in your configuration.
         '';
       })
       keyPaths
       ++ map (p: {
-        assertion = looksLikeKey p.value || !(isStorePath p.value);
+        assertion = looksLikeSecret p || !(isStorePath p.value);
         message = ''
           services.tailjoin.${p.opt} is ${
             if builtins.isPath p.value
@@ -456,21 +727,21 @@ in {
             else "inside"
           } the Nix store (${toString p.value}), where every local user can read it.
           Give the path as a string that points outside the store, e.g.
-            services.tailjoin.${p.opt} = "/run/agenix/tailscale-auth-key";
+            services.tailjoin.${p.opt} = "${p.example}";
           with the file provided at run time by agenix, sops-nix or systemd-creds.
         '';
       })
       keyPaths
       ++ map (p: {
-        assertion = looksLikeKey p.value || isStorePath p.value || lib.hasPrefix "/" (toString p.value);
+        assertion = looksLikeSecret p || isStorePath p.value || lib.hasPrefix "/" (toString p.value);
         message = "services.tailjoin.${p.opt} must be an absolute path (got ${toString p.value}).";
       })
       keyPaths;
 
-    warnings = lib.optional (keyIsSource && key.file != null && builtins.isString key.file && (lib.hasPrefix "/home/" key.file || lib.hasPrefix "/tmp/" key.file)) ''
-      services.tailjoin.authKey.file is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
-      Use a credential (services.tailjoin.authKey.credential.source) or a path under /run or /var/lib.
-    '';
+    warnings = map (p: ''
+      services.tailjoin.${p.opt} is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
+      Use a credential (a credential.source may be anywhere) or a path under /run, /etc or /var/lib.
+    '') (lib.filter hiddenFromUnit keyPaths);
 
     services.tailscale.enable = true;
 
@@ -486,11 +757,7 @@ in {
         // {
           ExecStart = "${lib.getExe' cfg.package "tailjoin"} run --config ${cfg.configFile}";
         }
-        // lib.optionalAttrs (oneSource && key.credential != null) (
-          if key.credential.encrypted
-          then {LoadCredentialEncrypted = credentialLine key.credential;}
-          else {LoadCredential = credentialLine key.credential;}
-        )
+        // credentialKeys
         // lib.optionalAttrs (oneSource && key.env != null && key.env.environmentFile != null) {
           EnvironmentFile = toString key.env.environmentFile;
         };

@@ -375,7 +375,8 @@ impl Agent {
     /// Reads the key and submits it. Returns the event its outcome produces, if any.
     async fn join(&mut self) -> Result<Option<Event>, AgentError> {
         self.report_phase(Phase::Joining);
-        let key = secrets::read_key(&self.settings.auth_key, &self.keys)?;
+        let key =
+            secrets::read_key(&self.settings.auth_key, &self.keys, &self.settings.retry).await?;
         let outcome = async {
             let current = self.api.prefs().await?;
             let update = prefs::join_prefs(&current, &self.settings);

@@ -4,7 +4,10 @@
 //! There is deliberately no flag that takes the key itself: the command line of every process
 //! is readable by every local user.
 
-use crate::config::{OnStopped, RawConfig, RawKeySource, RawPrefs, RawRetry};
+use crate::config::{
+    HttpMethod, OnStopped, RawConfig, RawHttpSource, RawKeySource, RawPrefs, RawRetry,
+    RawTokenSource, ResponseKind,
+};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -50,6 +53,12 @@ pub struct StatusArgs {
     /// tailscaled's LocalAPI socket [default: /var/run/tailscale/tailscaled.sock].
     #[arg(long, env = "TAILJOIN_SOCKET")]
     pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HttpMethodArg {
+    Get,
+    Post,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,6 +118,38 @@ pub struct RunArgs {
     /// Read the auth key from the environment variable with this NAME.
     #[arg(long, env = "TAILJOIN_AUTH_KEY_ENV", group = "key")]
     pub auth_key_env: Option<String>,
+    /// Fetch the auth key from this https:// URL (a provisioning server).
+    #[arg(long, env = "TAILJOIN_AUTH_KEY_URL", group = "key")]
+    pub auth_key_url: Option<String>,
+    /// With --auth-key-url: get, or post the machine's identity [default: get].
+    #[arg(
+        long,
+        env = "TAILJOIN_AUTH_KEY_HTTP_METHOD",
+        value_enum,
+        requires = "auth_key_url"
+    )]
+    pub auth_key_http_method: Option<HttpMethodArg>,
+    /// With --auth-key-url: PEM bundle of the CA that signs the server's certificate.
+    #[arg(long, env = "TAILJOIN_AUTH_KEY_CA_FILE", requires = "auth_key_url")]
+    pub auth_key_ca_file: Option<PathBuf>,
+    /// With --auth-key-url: read a bearer token from this file (mode 600).
+    #[arg(
+        long,
+        env = "TAILJOIN_AUTH_KEY_BEARER_TOKEN_FILE",
+        requires = "auth_key_url",
+        conflicts_with = "auth_key_bearer_token_credential"
+    )]
+    pub auth_key_bearer_token_file: Option<PathBuf>,
+    /// With --auth-key-url: read a bearer token from this systemd credential.
+    #[arg(
+        long,
+        env = "TAILJOIN_AUTH_KEY_BEARER_TOKEN_CREDENTIAL",
+        requires = "auth_key_url"
+    )]
+    pub auth_key_bearer_token_credential: Option<String>,
+    /// With --auth-key-url: the response is JSON with the key in this field.
+    #[arg(long, env = "TAILJOIN_AUTH_KEY_JSON_FIELD", requires = "auth_key_url")]
+    pub auth_key_json_field: Option<String>,
     /// When tailscaled is stopped (tailscale down): bring it up, or leave it [default: resume].
     #[arg(long, env = "TAILJOIN_ON_STOPPED", value_enum)]
     pub on_stopped: Option<OnStoppedArg>,
@@ -151,8 +192,33 @@ impl RunArgs {
             Some(RawKeySource::File(p.clone()))
         } else if let Some(c) = &self.auth_key_credential {
             Some(RawKeySource::Credential(c.clone()))
+        } else if let Some(v) = &self.auth_key_env {
+            Some(RawKeySource::Env(v.clone()))
         } else {
-            self.auth_key_env.clone().map(RawKeySource::Env)
+            self.auth_key_url.as_ref().map(|url| {
+                RawKeySource::Http(RawHttpSource {
+                    url: url.clone(),
+                    method: self.auth_key_http_method.map(|m| match m {
+                        HttpMethodArg::Get => HttpMethod::Get,
+                        HttpMethodArg::Post => HttpMethod::Post,
+                    }),
+                    bearer_token: match (
+                        &self.auth_key_bearer_token_file,
+                        &self.auth_key_bearer_token_credential,
+                    ) {
+                        (Some(f), _) => Some(RawTokenSource::File(f.clone())),
+                        (None, Some(c)) => Some(RawTokenSource::Credential(c.clone())),
+                        (None, None) => None,
+                    },
+                    ca_file: self.auth_key_ca_file.clone(),
+                    response: self
+                        .auth_key_json_field
+                        .as_ref()
+                        .map(|_| ResponseKind::Json),
+                    json_field: self.auth_key_json_field.clone(),
+                    ..Default::default()
+                })
+            })
         };
         let prefs = RawPrefs {
             accept_routes: self.accept_routes,
@@ -239,6 +305,33 @@ mod tests {
     #[test]
     fn nothing_given_is_an_empty_layer() {
         assert_eq!(run_args(&[]).to_raw(), RawConfig::default());
+    }
+
+    #[test]
+    fn an_http_source_from_flags() {
+        let raw = run_args(&[
+            "--auth-key-url=https://prov.lan/key",
+            "--auth-key-http-method=post",
+            "--auth-key-ca-file=/etc/ca.pem",
+            "--auth-key-bearer-token-credential=prov-token",
+            "--auth-key-json-field=authkey",
+        ])
+        .to_raw();
+        let Some(RawKeySource::Http(h)) = raw.auth_key else {
+            panic!("{:?}", raw.auth_key)
+        };
+        assert_eq!(h.url, "https://prov.lan/key");
+        assert_eq!(h.method, Some(HttpMethod::Post));
+        assert_eq!(
+            h.bearer_token,
+            Some(RawTokenSource::Credential("prov-token".into()))
+        );
+        assert_eq!(h.response, Some(ResponseKind::Json));
+        assert_eq!(h.json_field.as_deref(), Some("authkey"));
+        // HTTP options need the URL.
+        assert!(
+            Cli::try_parse_from(["tailjoin", "run", "--auth-key-ca-file=/etc/ca.pem"]).is_err()
+        );
     }
 
     #[test]

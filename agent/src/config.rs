@@ -79,6 +79,54 @@ pub enum RawKeySource {
     Credential(String),
     /// An environment variable, by name.
     Env(String),
+    /// A provisioning server over HTTP(S).
+    Http(RawHttpSource),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSource {
+    /// Where to fetch the key; https unless `allow_plain_http`.
+    pub url: String,
+    /// `get`, or `post` to send the machine's identity as JSON.
+    pub method: Option<HttpMethod>,
+    /// A bearer token for the request, read from a credential or a file (never inline).
+    pub bearer_token: Option<RawTokenSource>,
+    /// PEM bundle of the CA(s) that sign the server's certificate (then only these are trusted).
+    pub ca_file: Option<PathBuf>,
+    /// `raw` (the body is the key) or `json` (the key is in `json_field`).
+    pub response: Option<ResponseKind>,
+    /// The JSON field holding the key [default: "key"].
+    pub json_field: Option<String>,
+    /// Connect and whole-request timeout.
+    pub timeout_secs: Option<u64>,
+    /// Largest response accepted.
+    pub max_response_bytes: Option<u64>,
+    /// Accept an http:// URL (the key then crosses the network in clear text).
+    pub allow_plain_http: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawTokenSource {
+    File(PathBuf),
+    Credential(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseKind {
+    #[default]
+    Raw,
+    Json,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -139,6 +187,40 @@ pub enum KeySource {
     File(PathBuf),
     Credential(String),
     Env(String),
+    Http(HttpKeySource),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpKeySource {
+    pub url: reqwest::Url,
+    pub method: HttpMethod,
+    pub bearer_token: Option<TokenSource>,
+    pub ca_file: Option<PathBuf>,
+    pub response: ResponseFormat,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl HttpKeySource {
+    /// Names the server without the query string, which may carry a one-time token.
+    pub fn describe(&self) -> String {
+        let mut shown = self.url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        format!("HTTP source {shown}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Credential(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Raw,
+    Json { field: String },
 }
 
 impl KeySource {
@@ -148,6 +230,7 @@ impl KeySource {
             KeySource::File(p) => format!("file {}", p.display()),
             KeySource::Credential(n) => format!("systemd credential {n}"),
             KeySource::Env(v) => format!("environment variable {v}"),
+            KeySource::Http(h) => h.describe(),
         }
     }
 }
@@ -331,13 +414,7 @@ impl RawConfig {
                 KeySource::File(p)
             }
             Some(RawKeySource::Credential(name)) => {
-                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                    return Err(invalid(
-                        "auth_key.credential",
-                        format!("{name:?} is not a credential name"),
-                        "use the NAME from LoadCredential=NAME:… (no slashes)",
-                    ));
-                }
+                validate_credential_name("auth_key.credential", &name)?;
                 KeySource::Credential(name)
             }
             Some(RawKeySource::Env(var)) => {
@@ -353,6 +430,7 @@ impl RawConfig {
                 }
                 KeySource::Env(var)
             }
+            Some(RawKeySource::Http(h)) => KeySource::Http(validate_http_source(h)?),
         };
 
         let ephemeral = self.ephemeral.unwrap_or(false);
@@ -465,6 +543,129 @@ impl RawConfig {
             units_timeout: Duration::from_secs(units_timeout_secs),
         })
     }
+}
+
+fn validate_credential_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not a credential name"),
+            "use the NAME from LoadCredential=NAME:… (no slashes)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> {
+    let url = reqwest::Url::parse(&h.url).map_err(|e| {
+        invalid(
+            "auth_key.http.url",
+            format!("{:?} is not a URL ({e})", h.url),
+            "use e.g. \"https://provisioner.lan:8443/key\"",
+        )
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if h.allow_plain_http.unwrap_or(false) => {}
+        "http" => {
+            return Err(invalid(
+                "auth_key.http.url",
+                "an http:// URL sends the key over the network in clear text".into(),
+                "use https:// (with ca_file for a home-lab CA), or set allow_plain_http to true on a trusted link",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "auth_key.http.url",
+                format!("the scheme {other:?} is not http(s)"),
+                "use an https:// URL",
+            ));
+        }
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "auth_key.http.url",
+            "the URL has no host, or carries credentials".into(),
+            "give the server URL; put a token in bearer_token",
+        ));
+    }
+    let bearer_token = match h.bearer_token {
+        None => None,
+        Some(RawTokenSource::File(p)) => {
+            if !p.is_absolute() || p.starts_with("/nix/store") {
+                return Err(invalid(
+                    "auth_key.http.bearer_token.file",
+                    format!(
+                        "{} is not an absolute path outside the Nix store",
+                        p.display()
+                    ),
+                    "keep tokens out of the store; use a credential or a file under /run",
+                ));
+            }
+            Some(TokenSource::File(p))
+        }
+        Some(RawTokenSource::Credential(c)) => {
+            validate_credential_name("auth_key.http.bearer_token.credential", &c)?;
+            Some(TokenSource::Credential(c))
+        }
+    };
+    if let Some(ca) = &h.ca_file {
+        if !ca.is_absolute() {
+            return Err(invalid(
+                "auth_key.http.ca_file",
+                format!("{} is not an absolute path", ca.display()),
+                "use an absolute path to a PEM bundle",
+            ));
+        }
+    }
+    let response = match h.response.unwrap_or_default() {
+        ResponseKind::Raw => {
+            if h.json_field.is_some() {
+                return Err(invalid(
+                    "auth_key.http.json_field",
+                    "json_field is set but response is raw".into(),
+                    "set response to \"json\", or drop json_field",
+                ));
+            }
+            ResponseFormat::Raw
+        }
+        ResponseKind::Json => {
+            let field = h.json_field.unwrap_or_else(|| "key".to_owned());
+            if field.is_empty() {
+                return Err(invalid(
+                    "auth_key.http.json_field",
+                    "the field name is empty".into(),
+                    "name the JSON field that holds the key, e.g. \"key\"",
+                ));
+            }
+            ResponseFormat::Json { field }
+        }
+    };
+    let timeout_secs = h.timeout_secs.unwrap_or(10);
+    if !(1..=300).contains(&timeout_secs) {
+        return Err(invalid(
+            "auth_key.http.timeout_secs",
+            format!("{timeout_secs} is out of range"),
+            "use 1 to 300 seconds",
+        ));
+    }
+    let max = h.max_response_bytes.unwrap_or(16 * 1024);
+    if !(64..=1024 * 1024).contains(&max) {
+        return Err(invalid(
+            "auth_key.http.max_response_bytes",
+            format!("{max} is out of range"),
+            "use 64 to 1048576 bytes",
+        ));
+    }
+    Ok(HttpKeySource {
+        url,
+        method: h.method.unwrap_or_default(),
+        bearer_token,
+        ca_file: h.ca_file,
+        response,
+        timeout: Duration::from_secs(timeout_secs),
+        max_response_bytes: max as usize,
+    })
 }
 
 fn validate_unit_name(field: &str, unit: &str) -> Result<(), ConfigError> {
@@ -693,6 +894,42 @@ mod tests {
                 "wait_for_units[1]",
             ),
             (r#"{"units_timeout_secs": 0}"#, "units_timeout_secs"),
+            (
+                r#"{"auth_key": {"http": {"url": "http://prov.lan/key"}}}"#,
+                "auth_key.http.url",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "ftp://prov.lan/key"}}}"#,
+                "auth_key.http.url",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://u:p@prov.lan/key"}}}"#,
+                "auth_key.http.url",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "bearer_token": {"file": "/nix/store/x"}}}}"#,
+                "auth_key.http.bearer_token.file",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "bearer_token": {"credential": "a/b"}}}}"#,
+                "auth_key.http.bearer_token.credential",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "ca_file": "ca.pem"}}}"#,
+                "auth_key.http.ca_file",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "json_field": "k"}}}"#,
+                "auth_key.http.json_field",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "timeout_secs": 0}}}"#,
+                "auth_key.http.timeout_secs",
+            ),
+            (
+                r#"{"auth_key": {"http": {"url": "https://p/k", "max_response_bytes": 1}}}"#,
+                "auth_key.http.max_response_bytes",
+            ),
         ];
         for (json, field) in cases {
             let base = parse(minimal()).unwrap();
@@ -705,6 +942,44 @@ mod tests {
                 other => panic!("{json}: unexpected {other}"),
             }
         }
+    }
+
+    #[test]
+    fn an_http_source_gets_defaults_and_hides_its_query_in_descriptions() {
+        let s = parse(
+            r#"{"auth_key": {"http": {"url": "https://prov.lan:8443/key?boot_token=fake-one-time",
+                "method": "post", "response": "json",
+                "bearer_token": {"credential": "prov-token"}}}}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let KeySource::Http(h) = &s.auth_key else {
+            panic!("{:?}", s.auth_key)
+        };
+        assert_eq!(h.method, HttpMethod::Post);
+        assert_eq!(
+            h.response,
+            ResponseFormat::Json {
+                field: "key".into()
+            }
+        );
+        assert_eq!(h.timeout, Duration::from_secs(10));
+        assert_eq!(h.max_response_bytes, 16 * 1024);
+        assert_eq!(
+            h.bearer_token,
+            Some(TokenSource::Credential("prov-token".into()))
+        );
+        assert_eq!(
+            s.auth_key.describe(),
+            "HTTP source https://prov.lan:8443/key"
+        );
+        let plain = parse(
+            r#"{"auth_key": {"http": {"url": "http://127.0.0.1:8/k", "allow_plain_http": true}}}"#,
+        )
+        .unwrap()
+        .validate();
+        assert!(plain.is_ok());
     }
 
     #[test]

@@ -26,6 +26,10 @@ use std::path::PathBuf;
 
 /// Runs a parsed command line and returns the process exit status.
 pub fn main_with(cli: Cli) -> u8 {
+    // Every HTTP client (the LocalAPI one too) needs a TLS crypto provider installed first:
+    // rustls with ring (not aws-lc-rs), for a smaller binary and no C toolchain in the build.
+    // It fails only if one is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
         Command::Status(args) => status(&args),

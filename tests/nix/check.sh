@@ -196,6 +196,17 @@ with open(f"{w}/sets", "w") as f:
         for item in v if isinstance(v, list) else [v]:
             f.write(f"Service.{k}={item}\n")
 EOF
+      # The HTTP key source must be among them: its JSON shape is the agent's, not the module's.
+      if python3 - "$work" <<'EOF'
+import glob, json, sys
+cfgs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/config-*.json")]
+sys.exit(0 if any("http" in (c.get("auth_key") or {}) for c in cfgs) else 1)
+EOF
+      then
+        pass "the configs checked include the http key source"
+      else
+        fail "the configs checked include the http key source" "no artifacts.configs entry has auth_key.http"
+      fi
       for c in "$work"/config-*.json; do
         n=$(basename "$c" .json)
         if out=$("$TJ" check-config "$c" 2>&1); then pass "tailjoin check-config accepts the module's $n"; else fail "tailjoin check-config accepts the module's $n" "$out"; fi

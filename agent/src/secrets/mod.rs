@@ -4,11 +4,12 @@
 mod credential;
 mod env;
 mod file;
+mod http;
+pub mod identity;
 
-use crate::config::KeySource;
+use crate::config::{KeySource, RetryPolicy};
 use crate::error::SecretError;
 use secrecy::SecretString;
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The largest key file the agent reads. Keys are ~60 bytes; anything near this is a mistake.
@@ -30,22 +31,19 @@ impl KeyContext {
     }
 }
 
-/// Reads the key from its configured source.
-pub fn read_key(source: &KeySource, ctx: &KeyContext) -> Result<SecretString, SecretError> {
-    read_key_with_env(source, ctx, |name| std::env::var_os(name))
-}
-
-/// [`read_key`] with an explicit environment lookup (for tests).
-pub fn read_key_with_env(
+/// Reads the key from its configured source. Network sources retry transient failures with
+/// `retry`'s backoff.
+pub async fn read_key(
     source: &KeySource,
     ctx: &KeyContext,
-    lookup: impl Fn(&str) -> Option<OsString>,
+    retry: &RetryPolicy,
 ) -> Result<SecretString, SecretError> {
     let name = source.describe();
     let raw = match source {
         KeySource::File(path) => file::read(path)?,
         KeySource::Credential(cred) => credential::read(cred, ctx.credentials_dir.as_deref())?,
-        KeySource::Env(var) => env::read(var, lookup)?,
+        KeySource::Env(var) => env::read(var, |n| std::env::var_os(n))?,
+        KeySource::Http(h) => http::read(h, ctx, retry).await?,
     };
     normalize(raw, &name)
 }
