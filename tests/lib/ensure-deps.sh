@@ -6,6 +6,7 @@
 #                   fetched as a toolchain module from the Go module proxy when absent or old
 #   cargo (Rust)    to build the agent; edition 2024 needs Rust >= 1.85
 #   python3+pytest  the real-peer test runner
+#   openssl         makes the throwaway CA for the HTTPS key-source tests
 
 tj_die() { echo "tests/lib/ensure-deps.sh: $*" >&2; exit 1; }
 TJ_CACHE=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
@@ -76,3 +77,4 @@ tj_ensure_python() {
 tj_ensure_go
 tj_ensure_rust
 tj_ensure_python
+command -v openssl >/dev/null 2>&1 || tj_apt openssl
