@@ -2,9 +2,7 @@
 //! `SetCredential=`) makes systemd place the key at `$CREDENTIALS_DIRECTORY/NAME`, readable
 //! only by the service, on a non-swappable file system.
 
-use super::MAX_KEY_BYTES;
 use crate::error::SecretError;
-use std::io::Read;
 use std::path::Path;
 
 pub(super) fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String, SecretError> {
@@ -31,23 +29,12 @@ pub(super) fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String,
             "check the unit's credential settings".into(),
         ),
     })?;
-    let mut text = String::new();
-    file.take(MAX_KEY_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            unavailable(
-                e.to_string(),
-                "the credential must hold the key as UTF-8 text".into(),
-            )
-        })?;
-    if text.len() as u64 > MAX_KEY_BYTES {
-        drop(secrecy::SecretString::from(text));
-        return Err(unavailable(
-            format!("it is larger than {MAX_KEY_BYTES} bytes"),
-            "the credential must hold just the key".into(),
-        ));
-    }
-    Ok(text)
+    super::read_bounded(file).map_err(|reason| {
+        unavailable(
+            reason,
+            "the credential must hold just the key, as text".into(),
+        )
+    })
 }
 
 #[cfg(test)]

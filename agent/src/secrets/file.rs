@@ -1,8 +1,6 @@
 //! A key in a file that only its owner may read.
 
-use super::MAX_KEY_BYTES;
 use crate::error::SecretError;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -41,18 +39,8 @@ pub(super) fn read(path: &Path) -> Result<String, SecretError> {
             mode,
         });
     }
-    let mut text = String::new();
-    file.take(MAX_KEY_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| unavailable(e.to_string(), "the file must hold the key as UTF-8 text"))?;
-    if text.len() as u64 > MAX_KEY_BYTES {
-        drop(secrecy::SecretString::from(text));
-        return Err(unavailable(
-            format!("it is larger than {MAX_KEY_BYTES} bytes"),
-            "the file must hold just the key",
-        ));
-    }
-    Ok(text)
+    super::read_bounded(file)
+        .map_err(|reason| unavailable(reason, "the file must hold just the key, as text"))
 }
 
 #[cfg(test)]
@@ -104,7 +92,7 @@ mod tests {
     #[test]
     fn oversized_files_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        let big = "x".repeat(MAX_KEY_BYTES as usize + 10);
+        let big = "x".repeat(super::super::MAX_KEY_BYTES as usize + 10);
         let p = write(d.path(), "big", &big, 0o600);
         assert!(read(&p).unwrap_err().to_string().contains("larger than"));
     }

@@ -3,8 +3,8 @@
 //! bundle for home-lab TLS, strict timeouts, a response size limit, raw or JSON responses, and
 //! retries with backoff for transient failures only.
 
+use super::KeyContext;
 use super::identity::MachineIdentity;
-use super::{KeyContext, MAX_KEY_BYTES};
 use crate::config::{HttpKeySource, HttpMethod, ResponseFormat, RetryPolicy, TokenSource};
 use crate::error::SecretError;
 use crate::redact::redact;
@@ -235,17 +235,7 @@ fn read_token(t: &TokenSource, ctx: &KeyContext) -> Result<SecretString, SecretE
             format!("systemd credential {c}"),
         ),
     };
-    let mut raw = raw;
-    if raw.ends_with('\n') {
-        raw.pop();
-    }
-    if raw.is_empty() || raw.len() as u64 > MAX_KEY_BYTES || raw.contains(['\n', '\r', ' ']) {
-        drop(SecretString::from(raw));
-        return Err(SecretError::Malformed {
-            source_name: format!("bearer token from {name}"),
-        });
-    }
-    Ok(SecretString::from(raw))
+    super::one_token(raw, &format!("bearer token from {name}"))
 }
 
 #[cfg(test)]

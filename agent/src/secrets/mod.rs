@@ -9,7 +9,7 @@ pub mod identity;
 
 use crate::config::{KeySource, RetryPolicy};
 use crate::error::SecretError;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
 /// The largest key file the agent reads. Keys are ~60 bytes; anything near this is a mistake.
@@ -48,8 +48,24 @@ pub async fn read_key(
     normalize(raw, &name)
 }
 
-/// Trims one trailing newline (`\n` or `\r\n`) in place and checks the key's shape.
-pub(crate) fn normalize(mut raw: String, source_name: &str) -> Result<SecretString, SecretError> {
+/// Reads at most [`MAX_KEY_BYTES`] of UTF-8 text from an opened secret file. `Err` is the
+/// problem in words (never the content); anything read is dropped as a secret.
+pub(crate) fn read_bounded(file: std::fs::File) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    file.take(MAX_KEY_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("it is not UTF-8 text ({e})"))?;
+    if text.len() as u64 > MAX_KEY_BYTES {
+        drop(SecretString::from(text));
+        return Err(format!("it is larger than {MAX_KEY_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// Trims one trailing newline (`\n` or `\r\n`) in place and checks that what is left is one
+/// token: not empty, no whitespace or control characters. Shared by keys and bearer tokens.
+pub(crate) fn one_token(mut raw: String, source_name: &str) -> Result<SecretString, SecretError> {
     if raw.ends_with('\n') {
         raw.pop();
         if raw.ends_with('\r') {
@@ -64,16 +80,23 @@ pub(crate) fn normalize(mut raw: String, source_name: &str) -> Result<SecretStri
         Err(SecretError::Malformed {
             source_name: source_name.to_owned(),
         })
-    } else if raw.starts_with("tskey-client-") {
-        Err(SecretError::OAuthClientSecret {
-            source_name: source_name.to_owned(),
-        })
     } else {
         return Ok(SecretString::from(raw));
     };
     // Do not leave the rejected bytes lying around in freed memory.
     drop(SecretString::from(raw));
     result
+}
+
+/// [`one_token`], and refuses OAuth client secrets, which tailscaled cannot log in with.
+pub(crate) fn normalize(raw: String, source_name: &str) -> Result<SecretString, SecretError> {
+    let key = one_token(raw, source_name)?;
+    if key.expose_secret().starts_with("tskey-client-") {
+        return Err(SecretError::OAuthClientSecret {
+            source_name: source_name.to_owned(),
+        });
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -105,6 +128,21 @@ mod tests {
         assert!(matches!(e, SecretError::Malformed { .. }));
         let e = normalize("fake key-part-two".into(), "t").unwrap_err();
         assert!(!e.to_string().contains("key-part-two"));
+    }
+
+    #[test]
+    fn bearer_tokens_share_the_key_shape_rules_but_not_the_oauth_refusal() {
+        let t = one_token("fake-token\r\n".into(), "bearer token").unwrap();
+        assert_eq!(t.expose_secret(), "fake-token");
+        assert!(one_token("tskey-client-fake".into(), "bearer token").is_ok());
+        assert!(matches!(
+            one_token("fake\ttoken".into(), "bearer token"),
+            Err(SecretError::Malformed { .. })
+        ));
+        assert!(matches!(
+            one_token("\n".into(), "bearer token"),
+            Err(SecretError::Empty { .. })
+        ));
     }
 
     #[test]
