@@ -31,6 +31,18 @@ pub enum Command {
     Status(StatusArgs),
     /// Validate a configuration file and exit non-zero with the reason if it is invalid.
     CheckConfig(CheckConfigArgs),
+    /// Run the provisioner: hand allowed netbooting machines freshly minted single-use keys.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The provisioner's JSON configuration file.
+    #[arg(long, env = "TAILJOIN_PROVISION_CONFIG")]
+    pub config: PathBuf,
+    /// Validate the configuration and exit (0 valid, 2 invalid) without serving.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

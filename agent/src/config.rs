@@ -81,6 +81,33 @@ pub enum RawKeySource {
     Env(String),
     /// A provisioning server over HTTP(S).
     Http(RawHttpSource),
+    /// Kernel parameters (`tailjoin.key_url=`, `tailjoin.boot_token=`) that point at a
+    /// provisioning server; the key itself (`tailjoin.auth_key=`) only when allowed.
+    KernelCmdline(RawCmdlineSource),
+    /// A key minted per machine through headscale's API.
+    Headscale(crate::mint::RawHeadscaleMint),
+    /// A key minted per machine through Tailscale's API with an OAuth client.
+    TailscaleOauth(crate::mint::RawTailscaleOAuth),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCmdlineSource {
+    /// The kernel command line [default: /proc/cmdline].
+    pub path: Option<PathBuf>,
+    /// Accept `tailjoin.auth_key=KEY`: the key itself, readable by every local user in
+    /// /proc/cmdline and by anyone who can read the boot loader's script.
+    pub allow_key: Option<bool>,
+    /// `post` (default: sends the machine's identity) or `get`.
+    pub method: Option<HttpMethod>,
+    /// `json` (default) or `raw`.
+    pub response: Option<ResponseKind>,
+    pub json_field: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+    /// Accept an http:// `tailjoin.key_url`.
+    pub allow_plain_http: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -188,6 +215,27 @@ pub enum KeySource {
     Credential(String),
     Env(String),
     Http(HttpKeySource),
+    KernelCmdline(CmdlineSource),
+    Mint(MintSource),
+}
+
+/// Kernel parameters that lead to the key. `http` holds everything but the URL, which comes from
+/// `tailjoin.key_url=` at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdlineSource {
+    pub path: PathBuf,
+    pub allow_key: bool,
+    pub allow_plain_http: bool,
+    pub http: HttpKeySource,
+}
+
+/// A key minted at join time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintSource {
+    pub api: crate::mint::MintApi,
+    pub tags: Vec<String>,
+    pub ephemeral: bool,
+    pub expiry: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +279,8 @@ impl KeySource {
             KeySource::Credential(n) => format!("systemd credential {n}"),
             KeySource::Env(v) => format!("environment variable {v}"),
             KeySource::Http(h) => h.describe(),
+            KeySource::KernelCmdline(c) => format!("kernel command line {}", c.path.display()),
+            KeySource::Mint(m) => m.api.describe(),
         }
     }
 }
@@ -430,11 +480,59 @@ impl RawConfig {
                 }
                 KeySource::Env(var)
             }
-            Some(RawKeySource::Http(h)) => KeySource::Http(validate_http_source(h)?),
+            Some(RawKeySource::Http(h)) => {
+                KeySource::Http(validate_http_source("auth_key.http", h)?)
+            }
+            Some(RawKeySource::KernelCmdline(c)) => {
+                KeySource::KernelCmdline(validate_cmdline_source(c)?)
+            }
+            Some(RawKeySource::Headscale(h)) => {
+                let (api, expiry) = crate::mint::validate_headscale("auth_key.headscale", h)?;
+                if api.user.is_none() && advertise_tags.is_empty() {
+                    return Err(invalid(
+                        "auth_key.headscale.user",
+                        "neither a user nor advertise_tags is set, and headscale needs one to own the node".into(),
+                        "set auth_key.headscale.user to a headscale user, or advertise_tags to the node's tags",
+                    ));
+                }
+                KeySource::Mint(MintSource {
+                    api: crate::mint::MintApi::Headscale(api),
+                    tags: advertise_tags.clone(),
+                    ephemeral: self.ephemeral.unwrap_or(true),
+                    expiry: crate::mint::validate_expiry(
+                        "auth_key.headscale.expiry_secs",
+                        expiry,
+                        600,
+                    )?,
+                })
+            }
+            Some(RawKeySource::TailscaleOauth(t)) => {
+                let (api, expiry) = crate::mint::validate_tailscale("auth_key.tailscale_oauth", t)?;
+                if advertise_tags.is_empty() {
+                    return Err(invalid(
+                        "advertise_tags",
+                        "Tailscale only lets an OAuth client create keys for tagged nodes".into(),
+                        "set advertise_tags to tags the OAuth client owns, e.g. [\"tag:netboot\"]",
+                    ));
+                }
+                KeySource::Mint(MintSource {
+                    api: crate::mint::MintApi::Tailscale(api),
+                    tags: advertise_tags.clone(),
+                    ephemeral: self.ephemeral.unwrap_or(true),
+                    expiry: crate::mint::validate_expiry(
+                        "auth_key.tailscale_oauth.expiry_secs",
+                        expiry,
+                        600,
+                    )?,
+                })
+            }
         };
 
-        let ephemeral = self.ephemeral.unwrap_or(false);
-        if ephemeral {
+        let ephemeral = match &auth_key {
+            KeySource::Mint(m) => m.ephemeral,
+            _ => self.ephemeral.unwrap_or(false),
+        };
+        if ephemeral && !matches!(auth_key, KeySource::Mint(_)) {
             return Err(invalid(
                 "ephemeral",
                 format!(
@@ -442,7 +540,8 @@ impl RawConfig {
                     auth_key.describe()
                 ),
                 "create the key as ephemeral (`headscale preauthkeys create --ephemeral`, or tick \
-                 Ephemeral in Tailscale's admin console) and drop this field",
+                 Ephemeral in Tailscale's admin console) and drop this field, or let the agent mint \
+                 keys (auth_key.headscale or auth_key.tailscale_oauth)",
             ));
         }
 
@@ -491,20 +590,7 @@ impl RawConfig {
             ));
         }
 
-        let log_level = match self.log_level.as_deref().unwrap_or("info") {
-            "error" => LogLevel::Error,
-            "warn" => LogLevel::Warn,
-            "info" => LogLevel::Info,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            other => {
-                return Err(invalid(
-                    "log_level",
-                    format!("{other:?} is not a log level"),
-                    "use one of error, warn, info, debug, trace",
-                ));
-            }
-        };
+        let log_level = parse_log_level(self.log_level.as_deref())?;
 
         let tailscaled_unit = self
             .tailscaled_unit
@@ -525,6 +611,12 @@ impl RawConfig {
             ));
         }
 
+        // A minted key carries the tags and the control server tags the node from it; headscale
+        // (0.29) refuses a pre-auth-key registration that also requests tags.
+        let advertise_tags = match &auth_key {
+            KeySource::Mint(_) => Vec::new(),
+            _ => advertise_tags,
+        };
         Ok(Settings {
             socket,
             login_server,
@@ -556,10 +648,10 @@ fn validate_credential_name(field: &str, name: &str) -> Result<(), ConfigError> 
     Ok(())
 }
 
-fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> {
+fn validate_http_source(field: &str, h: RawHttpSource) -> Result<HttpKeySource, ConfigError> {
     let url = reqwest::Url::parse(&h.url).map_err(|e| {
         invalid(
-            "auth_key.http.url",
+            &format!("{field}.url"),
             format!("{:?} is not a URL ({e})", h.url),
             "use e.g. \"https://provisioner.lan:8443/key\"",
         )
@@ -569,14 +661,14 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
         "http" if h.allow_plain_http.unwrap_or(false) => {}
         "http" => {
             return Err(invalid(
-                "auth_key.http.url",
+                &format!("{field}.url"),
                 "an http:// URL sends the key over the network in clear text".into(),
                 "use https:// (with ca_file for a home-lab CA), or set allow_plain_http to true on a trusted link",
             ));
         }
         other => {
             return Err(invalid(
-                "auth_key.http.url",
+                &format!("{field}.url"),
                 format!("the scheme {other:?} is not http(s)"),
                 "use an https:// URL",
             ));
@@ -584,35 +676,19 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
     }
     if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
-            "auth_key.http.url",
+            &format!("{field}.url"),
             "the URL has no host, or carries credentials".into(),
             "give the server URL; put a token in bearer_token",
         ));
     }
-    let bearer_token = match h.bearer_token {
-        None => None,
-        Some(RawTokenSource::File(p)) => {
-            if !p.is_absolute() || p.starts_with("/nix/store") {
-                return Err(invalid(
-                    "auth_key.http.bearer_token.file",
-                    format!(
-                        "{} is not an absolute path outside the Nix store",
-                        p.display()
-                    ),
-                    "keep tokens out of the store; use a credential or a file under /run",
-                ));
-            }
-            Some(TokenSource::File(p))
-        }
-        Some(RawTokenSource::Credential(c)) => {
-            validate_credential_name("auth_key.http.bearer_token.credential", &c)?;
-            Some(TokenSource::Credential(c))
-        }
-    };
+    let bearer_token = h
+        .bearer_token
+        .map(|t| validate_credential_or_file(&format!("{field}.bearer_token"), t))
+        .transpose()?;
     if let Some(ca) = &h.ca_file {
         if !ca.is_absolute() {
             return Err(invalid(
-                "auth_key.http.ca_file",
+                &format!("{field}.ca_file"),
                 format!("{} is not an absolute path", ca.display()),
                 "use an absolute path to a PEM bundle",
             ));
@@ -622,7 +698,7 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
         ResponseKind::Raw => {
             if h.json_field.is_some() {
                 return Err(invalid(
-                    "auth_key.http.json_field",
+                    &format!("{field}.json_field"),
                     "json_field is set but response is raw".into(),
                     "set response to \"json\", or drop json_field",
                 ));
@@ -633,7 +709,7 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
             let field = h.json_field.unwrap_or_else(|| "key".to_owned());
             if field.is_empty() {
                 return Err(invalid(
-                    "auth_key.http.json_field",
+                    &format!("{field}.json_field"),
                     "the field name is empty".into(),
                     "name the JSON field that holds the key, e.g. \"key\"",
                 ));
@@ -644,7 +720,7 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
     let timeout_secs = h.timeout_secs.unwrap_or(10);
     if !(1..=300).contains(&timeout_secs) {
         return Err(invalid(
-            "auth_key.http.timeout_secs",
+            &format!("{field}.timeout_secs"),
             format!("{timeout_secs} is out of range"),
             "use 1 to 300 seconds",
         ));
@@ -652,7 +728,7 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
     let max = h.max_response_bytes.unwrap_or(16 * 1024);
     if !(64..=1024 * 1024).contains(&max) {
         return Err(invalid(
-            "auth_key.http.max_response_bytes",
+            &format!("{field}.max_response_bytes"),
             format!("{max} is out of range"),
             "use 64 to 1048576 bytes",
         ));
@@ -666,6 +742,77 @@ fn validate_http_source(h: RawHttpSource) -> Result<HttpKeySource, ConfigError> 
         timeout: Duration::from_secs(timeout_secs),
         max_response_bytes: max as usize,
     })
+}
+
+fn validate_cmdline_source(c: RawCmdlineSource) -> Result<CmdlineSource, ConfigError> {
+    let field = "auth_key.kernel_cmdline";
+    let path = absolute_path(&format!("{field}.path"), c.path, "/proc/cmdline")?;
+    let allow_plain_http = c.allow_plain_http.unwrap_or(false);
+    // Everything but the URL is checked now; the URL comes from the command line at run time.
+    let http = validate_http_source(
+        field,
+        RawHttpSource {
+            url: "https://kernel-cmdline.invalid/".into(),
+            method: Some(c.method.unwrap_or(HttpMethod::Post)),
+            bearer_token: None,
+            ca_file: c.ca_file,
+            response: Some(c.response.unwrap_or(ResponseKind::Json)),
+            json_field: c.json_field,
+            timeout_secs: c.timeout_secs,
+            max_response_bytes: c.max_response_bytes,
+            allow_plain_http: Some(allow_plain_http),
+        },
+    )?;
+    Ok(CmdlineSource {
+        path,
+        allow_key: c.allow_key.unwrap_or(false),
+        allow_plain_http,
+        http,
+    })
+}
+
+/// A secret (bearer token, API key, client secret) named by a credential or a root-only file.
+/// `log_level`: error, warn, info (default), debug or trace.
+pub(crate) fn parse_log_level(level: Option<&str>) -> Result<LogLevel, ConfigError> {
+    Ok(match level.unwrap_or("info") {
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        other => {
+            return Err(invalid(
+                "log_level",
+                format!("{other:?} is not a log level"),
+                "use one of error, warn, info, debug, trace",
+            ));
+        }
+    })
+}
+
+pub(crate) fn validate_credential_or_file(
+    field: &str,
+    t: RawTokenSource,
+) -> Result<TokenSource, ConfigError> {
+    match t {
+        RawTokenSource::File(p) => {
+            if !p.is_absolute() || p.starts_with("/nix/store") {
+                return Err(invalid(
+                    &format!("{field}.file"),
+                    format!(
+                        "{} is not an absolute path outside the Nix store",
+                        p.display()
+                    ),
+                    "keep secrets out of the store; use a credential or a file under /run",
+                ));
+            }
+            Ok(TokenSource::File(p))
+        }
+        RawTokenSource::Credential(c) => {
+            validate_credential_name(&format!("{field}.credential"), &c)?;
+            Ok(TokenSource::Credential(c))
+        }
+    }
 }
 
 fn validate_unit_name(field: &str, unit: &str) -> Result<(), ConfigError> {
@@ -685,7 +832,7 @@ fn validate_unit_name(field: &str, unit: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn invalid(field: &str, problem: String, fix: &str) -> ConfigError {
+pub(crate) fn invalid(field: &str, problem: String, fix: &str) -> ConfigError {
     ConfigError::Invalid {
         file: None,
         field: field.to_owned(),
@@ -754,7 +901,7 @@ fn validate_hostname(field: &str, h: String) -> Result<String, ConfigError> {
     }
 }
 
-fn validate_tag(field: &str, tag: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_tag(field: &str, tag: &str) -> Result<(), ConfigError> {
     let name = tag.strip_prefix("tag:").unwrap_or("");
     let ok = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_alphabetic())

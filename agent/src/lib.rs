@@ -8,9 +8,12 @@ pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod http_client;
 pub mod localapi;
 pub mod logging;
+pub mod mint;
 pub mod prefs;
+pub mod provision;
 pub mod redact;
 pub mod report;
 pub mod secrets;
@@ -34,6 +37,7 @@ pub fn main_with(cli: Cli) -> u8 {
         Command::CheckConfig(args) => check_config(&args),
         Command::Status(args) => status(&args),
         Command::Run(args) => run(&args),
+        Command::Provision(args) => provision::main(&args.config, args.check),
     }
 }
 

@@ -410,6 +410,17 @@ taildrop:
         k = self.cli(*args)
         return k["key"]
 
+    def api_key(self, expiration: str = "1h") -> str:
+        """A new API key for headscale's REST API (`headscale apikeys create`)."""
+        out = self.cli("apikeys", "create", "--expiration", expiration, json_out=False).strip()
+        key = out.splitlines()[-1].strip() if out else ""
+        if not key.startswith("hskey-api-"):
+            raise PeerError(f"headscale apikeys create printed no API key: {out[:40]!r}")
+        return key
+
+    def preauth_keys(self) -> list[dict]:
+        return self.cli("preauthkeys", "list") or []
+
     def nodes(self) -> list[dict]:
         return self.cli("nodes", "list") or []
 

@@ -5,9 +5,8 @@
 
 use super::KeyContext;
 use super::identity::MachineIdentity;
-use crate::config::{HttpKeySource, HttpMethod, ResponseFormat, RetryPolicy, TokenSource};
+use crate::config::{HttpKeySource, HttpMethod, ResponseFormat, RetryPolicy};
 use crate::error::SecretError;
-use crate::redact::redact;
 use backon::{ExponentialBuilder, Retryable};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -23,17 +22,32 @@ pub(super) async fn read(
     ctx: &KeyContext,
     retry: &RetryPolicy,
 ) -> Result<String, SecretError> {
+    let token = match &src.bearer_token {
+        None => None,
+        Some(t) => Some(super::read_token(
+            t,
+            ctx.credentials_dir.as_deref(),
+            "bearer token",
+        )?),
+    };
+    fetch(src, token.as_ref(), retry).await
+}
+
+/// Fetches the key with `token` as the bearer token (from the configuration, or a boot token
+/// from the kernel command line).
+pub(super) async fn fetch(
+    src: &HttpKeySource,
+    token: Option<&SecretString>,
+    retry: &RetryPolicy,
+) -> Result<String, SecretError> {
     let source_name = src.describe();
     let unavailable = |reason: String, fix: String| SecretError::Unavailable {
         source_name: source_name.clone(),
         reason,
         fix,
     };
-    let token = match &src.bearer_token {
-        None => None,
-        Some(t) => Some(read_token(t, ctx)?),
-    };
-    let client = client(src).map_err(|e| unavailable(e, "check auth_key.http.ca_file".into()))?;
+    let client = crate::http_client::build(src.timeout, src.ca_file.as_deref())
+        .map_err(|e| unavailable(e, "check the ca_file setting".into()))?;
     let identity = match src.method {
         HttpMethod::Post => Some(MachineIdentity::gather()),
         HttpMethod::Get => None,
@@ -43,7 +57,7 @@ pub(super) async fn read(
         .with_max_delay(retry.max_delay)
         .with_jitter()
         .with_max_times(retry.max_attempts.saturating_sub(1) as usize);
-    let fetch = || fetch_once(&client, src, token.as_ref(), identity.as_ref());
+    let fetch = || fetch_once(&client, src, token, identity.as_ref());
     fetch
         .retry(backoff)
         .when(|a: &Attempt| a.transient)
@@ -56,27 +70,6 @@ pub(super) async fn read(
         })
         .await
         .map_err(|a| unavailable(a.reason, a.fix))
-}
-
-fn client(src: &HttpKeySource) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(src.timeout)
-        .timeout(src.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("tailjoin/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &src.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("cannot read the CA bundle {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{} is not a PEM CA bundle: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{} holds no certificate", ca.display()));
-        }
-        // Only the given CA: a home-lab provisioner is not vouched for by public CAs.
-        b = b.tls_certs_only(certs);
-    }
-    b.build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 async fn fetch_once(
@@ -97,11 +90,7 @@ async fn fetch_once(
     if !status.is_success() {
         // The body of an error may say why; it is shown redacted and short.
         let body = resp.text().await.unwrap_or_default();
-        return Err(status_error(
-            status,
-            &redact(body.trim()),
-            src.bearer_token.is_some(),
-        ));
+        return Err(status_error(status, &body, token.is_some()));
     }
     let mut body: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
@@ -166,33 +155,22 @@ fn extract_json_field(text: String, field: &str) -> Result<String, Attempt> {
 }
 
 fn status_error(status: reqwest::StatusCode, body: &str, has_token: bool) -> Attempt {
-    let said = if body.is_empty() {
-        String::new()
-    } else {
-        let mut b: String = body.chars().take(200).collect();
-        if body.chars().count() > 200 {
-            b.push('…');
-        }
-        format!(": {b}")
-    };
+    let said = crate::http_client::body_excerpt(body);
     let code = status.as_u16();
     let (transient, fix) = match code {
         401 if has_token => (
             false,
-            "the bearer token was refused: check auth_key.http.bearer_token",
+            "the bearer token was refused: check the bearer_token setting (or the tailjoin.boot_token= kernel parameter: boot tokens work once)",
         ),
         401 => (
             false,
-            "the server wants a bearer token: set auth_key.http.bearer_token",
+            "the server wants a bearer token: set bearer_token (or pass tailjoin.boot_token= on the kernel command line)",
         ),
         403 => (
             false,
             "the server does not hand this machine a key: check its allowlist (MAC/IP) or the boot token",
         ),
-        404 => (
-            false,
-            "there is no key at this URL: check auth_key.http.url",
-        ),
+        404 => (false, "there is no key at this URL: check auth_key.http.url (or tailjoin.key_url= on the kernel command line)"),
         408 | 429 => (true, "the server is busy; tailjoin retries with backoff"),
         500..=599 => (true, "the server failed; tailjoin retries with backoff"),
         _ => (false, "the server refused the request"),
@@ -205,37 +183,17 @@ fn status_error(status: reqwest::StatusCode, body: &str, has_token: bool) -> Att
 }
 
 fn transport_error(e: reqwest::Error) -> Attempt {
-    // Without the URL: its query may carry a one-time boot token. The chain of causes says
-    // what went wrong (refused, timed out, certificate …).
-    let e = e.without_url();
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        reason = format!("{reason}: {s}");
-        source = s.source();
-    }
-    let tls = reason.contains("certificate") || reason.contains("tls") || reason.contains("TLS");
+    let t = crate::http_client::describe_transport_error(e);
     Attempt {
         // A certificate problem does not go away by waiting; a refused or timed-out connection may.
-        transient: !tls,
-        reason: redact(&reason),
-        fix: if tls {
-            "the server's certificate is not trusted: set auth_key.http.ca_file to the CA that signed it".into()
+        transient: !t.tls,
+        reason: t.reason,
+        fix: if t.tls {
+            "the server's certificate is not trusted: set ca_file to the CA that signed it".into()
         } else {
             "check that the server is up and reachable from this machine".into()
         },
     }
-}
-
-fn read_token(t: &TokenSource, ctx: &KeyContext) -> Result<SecretString, SecretError> {
-    let (raw, name) = match t {
-        TokenSource::File(p) => (super::file::read(p)?, format!("file {}", p.display())),
-        TokenSource::Credential(c) => (
-            super::credential::read(c, ctx.credentials_dir.as_deref())?,
-            format!("systemd credential {c}"),
-        ),
-    };
-    super::one_token(raw, &format!("bearer token from {name}"))
 }
 
 #[cfg(test)]
@@ -265,7 +223,7 @@ mod tests {
         let cases = [
             (S::UNAUTHORIZED, false, "bearer_token"),
             (S::FORBIDDEN, false, "allowlist"),
-            (S::NOT_FOUND, false, "url"),
+            (S::NOT_FOUND, false, "URL"),
             (S::TOO_MANY_REQUESTS, true, "busy"),
             (S::INTERNAL_SERVER_ERROR, true, "retries"),
             (S::BAD_GATEWAY, true, "retries"),

@@ -1,16 +1,18 @@
 //! Where the auth key comes from. Each source returns the key as a [`SecretString`]; errors
 //! name the source and what to do, never the content.
 
+pub mod cmdline;
 mod credential;
 mod env;
 mod file;
 mod http;
 pub mod identity;
 
-use crate::config::{KeySource, RetryPolicy};
+use crate::config::{KeySource, MintSource, RetryPolicy, TokenSource};
 use crate::error::SecretError;
+use backon::{ExponentialBuilder, Retryable};
 use secrecy::{ExposeSecret, SecretString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The largest key file the agent reads. Keys are ~60 bytes; anything near this is a mistake.
 pub const MAX_KEY_BYTES: u64 = 64 * 1024;
@@ -44,8 +46,89 @@ pub async fn read_key(
         KeySource::Credential(cred) => credential::read(cred, ctx.credentials_dir.as_deref())?,
         KeySource::Env(var) => env::read(var, |n| std::env::var_os(n))?,
         KeySource::Http(h) => http::read(h, ctx, retry).await?,
+        KeySource::KernelCmdline(c) => cmdline::read(c, retry).await?,
+        KeySource::Mint(m) => return mint_key(m, ctx, retry).await,
     };
     normalize(raw, &name)
+}
+
+/// Mints a key for this machine, retrying transient failures with `retry`'s backoff.
+async fn mint_key(
+    m: &MintSource,
+    ctx: &KeyContext,
+    retry: &RetryPolicy,
+) -> Result<SecretString, SecretError> {
+    let source_name = m.api.describe();
+    let host = identity::MachineIdentity::gather().hostname;
+    let req = crate::mint::MintRequest {
+        tags: m.tags.clone(),
+        ephemeral: m.ephemeral,
+        expiry: m.expiry,
+        description: format!("tailjoin {host}"),
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(retry.initial_delay)
+        .with_max_delay(retry.max_delay)
+        .with_jitter()
+        .with_max_times(retry.max_attempts.saturating_sub(1) as usize);
+    let attempt = || crate::mint::mint(&m.api, &req, ctx.credentials_dir.as_deref());
+    let minted = attempt
+        .retry(backoff)
+        .when(|f: &crate::mint::MintFailure| f.transient)
+        .notify(|f: &crate::mint::MintFailure, delay| {
+            tracing::warn!(
+                "minting a key failed ({}); retrying in {:.1}s",
+                f.reason,
+                delay.as_secs_f64()
+            );
+        })
+        .await
+        .map_err(|f| SecretError::Unavailable {
+            source_name: source_name.clone(),
+            reason: f.reason,
+            fix: f.fix,
+        })?;
+    tracing::info!(
+        tailjoin_minted_key_id = minted.id.as_str(),
+        "minted a single-use{} key (id {}, expires {})",
+        if m.ephemeral { " ephemeral" } else { "" },
+        minted.id,
+        minted.expires.as_deref().unwrap_or("per the server")
+    );
+    let raw = minted.key.expose_secret().to_owned();
+    normalize(raw, &source_name)
+}
+
+/// Reads a multi-line secret (a PEM private key, a boot tokens file) from its credential or
+/// root-only file.
+pub(crate) fn read_secret_text(
+    t: &TokenSource,
+    credentials_dir: Option<&Path>,
+    what: &str,
+) -> Result<SecretString, String> {
+    let raw = match t {
+        TokenSource::File(p) => file::read(p),
+        TokenSource::Credential(c) => credential::read(c, credentials_dir),
+    }
+    .map_err(|e| format!("{what}: {e}"))?;
+    Ok(SecretString::from(raw))
+}
+
+/// Reads a secret that is not the key (bearer token, API key, OAuth client secret) from its
+/// credential or file; `what` names it in errors.
+pub(crate) fn read_token(
+    t: &TokenSource,
+    credentials_dir: Option<&Path>,
+    what: &str,
+) -> Result<SecretString, SecretError> {
+    let (raw, name) = match t {
+        TokenSource::File(p) => (file::read(p)?, format!("file {}", p.display())),
+        TokenSource::Credential(c) => (
+            credential::read(c, credentials_dir)?,
+            format!("systemd credential {c}"),
+        ),
+    };
+    one_token(raw, &format!("{what} from {name}"))
 }
 
 /// Reads at most [`MAX_KEY_BYTES`] of UTF-8 text from an opened secret file. `Err` is the

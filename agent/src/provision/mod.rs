@@ -1,0 +1,218 @@
+//! `tailjoin provision`: the provisioner for netboot fleets. It runs on the always-on box next
+//! to the netboot server, holds the headscale API key or the Tailscale OAuth client, and hands
+//! each allowed booting machine a freshly minted single-use key with a short expiry.
+//!
+//! It is a subcommand of the agent's binary rather than a second program: it reuses the agent's
+//! minting, secret reading, configuration checks and HTTP client (one code path to audit for
+//! secret handling), and costs the binary only a small HTTP server.
+
+pub mod audit;
+pub mod config;
+pub mod policy;
+pub mod rate;
+mod server;
+pub mod tokens;
+
+use crate::error::exit;
+use config::{Settings, TlsSettings};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use secrecy::ExposeSecret;
+use server::{EXCHANGE_TIMEOUT, HEADER_TIMEOUT, Provisioner};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Loads and validates a provisioner configuration file.
+pub fn load(path: &Path) -> Result<Settings, crate::error::ConfigError> {
+    config::load_file(path).and_then(|raw| raw.validate().map_err(|e| e.in_file(path)))
+}
+
+/// `tailjoin provision --config FILE [--check]`.
+pub fn main(config_path: &Path, check_only: bool) -> u8 {
+    let settings = match load(config_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tailjoin provision: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if check_only {
+        println!(
+            "{}: ok; listens on {} ({}), {}",
+            config_path.display(),
+            settings.listen,
+            if settings.tls.is_some() {
+                "https"
+            } else {
+                "plain http"
+            },
+            settings.mint.describe()
+        );
+        return exit::OK;
+    }
+    crate::logging::init(settings.log_level);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    match rt.block_on(serve(settings)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!("{e}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn credentials_dir() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+}
+
+fn tls_acceptor(
+    tls: &TlsSettings,
+    creds: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "tls.cert_file {}: not a PEM certificate chain ({e})",
+                tls.cert_file.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.cert_file {} holds no certificate",
+            tls.cert_file.display()
+        ));
+    }
+    let key_text = crate::secrets::read_secret_text(&tls.key, creds, "TLS private key")
+        .map_err(|e| format!("tls.key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_text.expose_secret().as_bytes())
+        .map_err(|_| "tls.key: not a PEM private key".to_owned())?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: the certificate and the key do not go together ({e})"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let creds = credentials_dir();
+    std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
+        format!(
+            "cannot create state_dir {}: {e}",
+            settings.state_dir.display()
+        )
+    })?;
+    let tokens = match &settings.boot_tokens {
+        None => None,
+        Some(src) => {
+            let text = crate::secrets::read_secret_text(src, creds.as_deref(), "boot tokens file")
+                .map_err(|e| format!("allow.boot_tokens: {e}"))?;
+            let mut t =
+                tokens::BootTokens::parse(&text, settings.state_dir.join("used-boot-tokens"))
+                    .map_err(|e| format!("allow.boot_tokens: {e}"))?;
+            t.load_used()?;
+            Some(t)
+        }
+    };
+    let acceptor = settings
+        .tls
+        .as_ref()
+        .map(|t| tls_acceptor(t, creds.as_deref()))
+        .transpose()?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let rules = &settings.allow;
+    tracing::info!(
+        "tailjoin {} provisioner listening on {bound} ({}); {}; allow: {}{}{}; keys {}single-use, {}s, tags [{}]; audit log {}",
+        env!("CARGO_PKG_VERSION"),
+        if acceptor.is_some() {
+            "https"
+        } else {
+            "plain http"
+        },
+        settings.mint.describe(),
+        rules
+            .networks
+            .as_ref()
+            .map(|n| format!("{} network(s) ", n.len()))
+            .unwrap_or_default(),
+        rules
+            .macs
+            .as_ref()
+            .map(|m| format!("{} MAC(s) ", m.len()))
+            .unwrap_or_default(),
+        tokens
+            .as_ref()
+            .map(|t| format!("{} unused boot token(s)", t.unused()))
+            .unwrap_or_default(),
+        if settings.ephemeral { "ephemeral " } else { "" },
+        settings.key_expiry.as_secs(),
+        settings.tags.join(","),
+        settings.audit_log.display(),
+    );
+    let prov = Arc::new(Provisioner {
+        limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
+        audit: audit::AuditLog::new(settings.audit_log.clone()),
+        tokens: tokens.map(Mutex::new),
+        credentials_dir: creds,
+        settings,
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let prov = prov.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| prov.clone().handle(peer, req));
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false);
+            let done = async {
+                match acceptor {
+                    Some(acc) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await {
+                            Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                Ok(())
+                            }
+                            Err(_) => Ok(()),
+                        }
+                    }
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                }
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(EXCHANGE_TIMEOUT, done).await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    tracing::info!("provisioner stopping");
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The provisioner's HTTP(S) server: `POST /v1/key` (and `GET /v1/key` for clients that send no
+//! identity), `GET /healthz`. Each request is rate-limited, checked against the allowlists and
+//! boot tokens, answered with a freshly minted key, and written to the audit log.
+
+use super::audit::{AuditLine, AuditLog};
+use super::config::Settings;
+use super::policy::{KeyRequest, Refusal, check_lists};
+use super::rate::RateLimiter;
+use super::tokens::BootTokens;
+use crate::mint::{MintRequest, mint};
+use crate::report::time::rfc3339;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Largest request body read (an identity is a few hundred bytes).
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct Provisioner {
+    pub settings: Settings,
+    pub credentials_dir: Option<PathBuf>,
+    pub tokens: Option<Mutex<BootTokens>>,
+    pub limiter: Mutex<RateLimiter>,
+    pub audit: AuditLog,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: u16, content_type: &str, body: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(hyper::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = "no-store".parse() {
+        h.insert(hyper::header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+fn text(status: u16, body: impl Into<String>) -> Reply {
+    let mut b = body.into();
+    b.push('\n');
+    reply(status, "text/plain; charset=utf-8", b)
+}
+
+/// The client's address, with IPv4-mapped IPv6 shown as IPv4.
+fn client_ip(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer.ip()),
+        v4 => v4,
+    }
+}
+
+fn bearer_token(req: &Request<Incoming>) -> Option<SecretString> {
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+        .then(|| SecretString::from(token.to_owned()))
+}
+
+impl Provisioner {
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Reply, Infallible> {
+        let path = req.uri().path().to_owned();
+        Ok(match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(200, "ok"),
+            (&Method::POST | &Method::GET, "/v1/key") => self.issue(client_ip(peer), req).await,
+            (_, "/v1/key") => text(405, "use POST /v1/key"),
+            _ => text(
+                404,
+                "not found: the provisioner answers POST /v1/key and GET /healthz",
+            ),
+        })
+    }
+
+    async fn issue(&self, client: IpAddr, req: Request<Incoming>) -> Reply {
+        let limited = self
+            .limiter
+            .lock()
+            .map(|mut l| l.check(client, Instant::now()))
+            .unwrap_or(Ok(()));
+        if let Err(wait) = limited {
+            tracing::warn!(
+                tailjoin_client = %client,
+                "rate limit: refusing a key request from {client}; retry in {:.0}s",
+                wait.as_secs_f64().ceil()
+            );
+            let mut r = text(429, "too many requests; retry later");
+            if let Ok(v) = format!("{}", wait.as_secs_f64().ceil().max(1.0)).parse() {
+                r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+
+        let token = bearer_token(&req);
+        let is_post = req.method() == Method::POST;
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return text(
+                    400,
+                    format!("the request body is unreadable or larger than {MAX_BODY} bytes"),
+                );
+            }
+        };
+        let ident: KeyRequest = if is_post && !body.is_empty() {
+            match serde_json::from_slice(&body) {
+                Ok(i) => i,
+                Err(e) => {
+                    return text(
+                        400,
+                        format!(
+                            "the body is not the identity JSON expected ({e}); send {{\"hostname\", \"machine_id\", \"boot_id\", \"mac_addresses\"}}"
+                        ),
+                    );
+                }
+            }
+        } else {
+            KeyRequest::default()
+        };
+
+        let mut matched = match check_lists(&self.settings.allow, client, &ident, token.is_some()) {
+            Ok(m) => m,
+            Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+        };
+
+        let reservation = match (&self.tokens, &token) {
+            (Some(tokens), Some(tok)) => {
+                let reserved = match tokens.lock() {
+                    Ok(mut t) => t.reserve(tok),
+                    Err(_) => return text(500, "internal error (token store)"),
+                };
+                match reserved {
+                    Ok(r) => Some(r),
+                    Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+                }
+            }
+            _ => None,
+        };
+        drop(token);
+        let label = reservation.as_ref().map(|r| r.label.clone());
+
+        let request = MintRequest {
+            tags: self.settings.tags.clone(),
+            ephemeral: self.settings.ephemeral,
+            expiry: self.settings.key_expiry,
+            description: format!("tailjoin-provision {}", ident.hostname_for_log()),
+        };
+        let minted = match mint(
+            &self.settings.mint,
+            &request,
+            self.credentials_dir.as_deref(),
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(f) => {
+                if let (Some(tokens), Some(r)) = (&self.tokens, reservation) {
+                    if let Ok(mut t) = tokens.lock() {
+                        t.release(r);
+                    }
+                }
+                tracing::error!(
+                    tailjoin_client = %client,
+                    "cannot mint a key for {} ({client}): {}; {}",
+                    ident.hostname_for_log(),
+                    f.reason,
+                    f.fix
+                );
+                self.audit_or_log(&AuditLine {
+                    reason: Some(format!("mint_failed: {}", f.reason)),
+                    boot_token: label,
+                    ..self.line("refused", client, &ident)
+                });
+                return text(
+                    502,
+                    format!("the control server could not mint a key: {}", f.reason),
+                );
+            }
+        };
+
+        if let (Some(tokens), Some(r)) = (&self.tokens, reservation) {
+            let committed = tokens
+                .lock()
+                .map_err(|_| "token store poisoned".to_owned())
+                .and_then(|mut t| t.commit(r));
+            if let Err(e) = committed {
+                tracing::error!("not handing out key {}: {e}", minted.id);
+                return text(500, "internal error: cannot record the boot token as used");
+            }
+        }
+
+        matched.sort_unstable();
+        let line = AuditLine {
+            boot_token: label,
+            matched,
+            key_id: Some(minted.id.clone()),
+            expires: minted.expires.clone(),
+            ephemeral: Some(self.settings.ephemeral),
+            tags: Some(self.settings.tags.clone()),
+            ..self.line("issued", client, &ident)
+        };
+        if let Err(e) = self.audit.write(&line) {
+            tracing::error!("not handing out key {}: {e}", minted.id);
+            return text(500, "internal error: cannot write the audit log");
+        }
+        tracing::info!(
+            tailjoin_client = %client,
+            tailjoin_key_id = minted.id.as_str(),
+            "issued key {} to {} ({client}, MACs {}){}",
+            minted.id,
+            ident.hostname_for_log(),
+            ident.macs().join(","),
+            line.boot_token.as_deref().map(|l| format!(", boot token {l}")).unwrap_or_default()
+        );
+        let body = SecretString::from(
+            serde_json::json!({
+                "key": minted.key.expose_secret(),
+                "id": minted.id,
+                "expires": minted.expires,
+                "ephemeral": self.settings.ephemeral,
+                "tags": self.settings.tags,
+            })
+            .to_string(),
+        );
+        reply(200, "application/json", body.expose_secret().to_owned())
+    }
+
+    fn line<'a>(&self, event: &'a str, client: IpAddr, ident: &KeyRequest) -> AuditLine<'a> {
+        AuditLine {
+            time: rfc3339(SystemTime::now()),
+            event,
+            client: client.to_string(),
+            hostname: ident.hostname_for_log(),
+            machine_id: ident.machine_id_for_log(),
+            macs: ident.macs(),
+            boot_token: None,
+            matched: Vec::new(),
+            key_id: None,
+            expires: None,
+            ephemeral: None,
+            tags: None,
+            reason: None,
+        }
+    }
+
+    fn refuse(
+        &self,
+        client: IpAddr,
+        ident: &KeyRequest,
+        label: Option<String>,
+        refusal: &Refusal,
+    ) -> Reply {
+        tracing::warn!(
+            tailjoin_client = %client,
+            tailjoin_refusal = refusal.kind(),
+            "{} ({client}): {}",
+            ident.hostname_for_log(),
+            refusal.message()
+        );
+        self.audit_or_log(&AuditLine {
+            reason: Some(refusal.kind().to_owned()),
+            boot_token: label,
+            ..self.line("refused", client, ident)
+        });
+        text(refusal.http_status(), refusal.message())
+    }
+
+    fn audit_or_log(&self, line: &AuditLine<'_>) {
+        if let Err(e) = self.audit.write(line) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// How long a client may take to send its request headers, and a whole exchange.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
