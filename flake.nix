@@ -12,19 +12,64 @@
     forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
     # The example netboot OS for one platform; nixosConfigurations.generic is the x86_64 one.
-    generic = system:
+    generic = system: extra:
+      lib.nixosSystem {
+        modules =
+          [
+            self.nixosModules.tailjoin
+            self.nixosModules.netboot
+            ./modules/generic.nix
+            {nixpkgs.hostPlatform = system;}
+          ]
+          ++ extra;
+      };
+
+    # The same OS for a fleet served by a provisioner: no key arrives with the machine; the agent
+    # asks the provisioner named on the kernel command line, which iPXE fills per machine:
+    #   set cmdline tailjoin.key_url=https://prov.lan:8443/v1/key tailjoin.boot_token=fake-boot-token-01
+    #   chain netboot.ipxe
+    fleet = {lib, ...}: {
+      services.tailjoin.authKey = lib.mkForce {kernelCmdline = {};};
+    };
+
+    # An always-on box running the provisioner (secrets/examples/netboot-fleet-provisioner.nix)
+    # with placeholders for its own disk; every secret path is a placeholder too.
+    provisioner = system:
       lib.nixosSystem {
         modules = [
-          self.nixosModules.tailjoin
-          self.nixosModules.netboot
-          ./modules/generic.nix
-          {nixpkgs.hostPlatform = system;}
+          self.nixosModules.default
+          ./secrets/examples/netboot-fleet-provisioner.nix
+          {
+            nixpkgs.hostPlatform = system;
+            networking.hostName = "prov";
+            fileSystems."/" = {
+              device = "/dev/disk/by-label/nixos";
+              fsType = "ext4";
+            };
+            boot.loader.grub.device = "nodev";
+            system.stateVersion = "26.05";
+          }
         ];
       };
 
+    # Our build as the services' default package. The key makes importing it twice (the default
+    # module imports both modules) one import.
+    packageDefault = {
+      key = "tailjoin#packageDefault";
+      imports = [
+        ({
+          lib,
+          pkgs,
+          ...
+        }: {
+          services.tailjoin.package = lib.mkDefault (pkgs.callPackage ./modules/package.nix {});
+        })
+      ];
+    };
+
     # Classic NixOS netboot bundle: kernel, initrd with the squashed store, iPXE script.
     netbootBundle = pkgs: system: let
-      build = (generic system).config.system.build;
+      build = (generic system []).config.system.build;
     in
       pkgs.symlinkJoin {
         name = "tailjoin-netboot";
@@ -56,19 +101,18 @@
     });
 
     nixosModules = {
-      tailjoin = {
-        lib,
-        pkgs,
-        ...
-      }: {
-        imports = [./modules/tailjoin.nix];
-        services.tailjoin.package = lib.mkDefault (pkgs.callPackage ./modules/package.nix {});
-      };
-      default = self.nixosModules.tailjoin;
+      tailjoin.imports = [./modules/tailjoin.nix packageDefault];
+      # The provisioner's package follows services.tailjoin.package.
+      provisioner.imports = [./modules/provisioner.nix ./modules/tailjoin.nix packageDefault];
+      default.imports = [self.nixosModules.tailjoin self.nixosModules.provisioner];
       netboot = ./modules/netboot.nix;
     };
 
-    nixosConfigurations.generic = generic "x86_64-linux";
+    nixosConfigurations = {
+      generic = generic "x86_64-linux" [];
+      generic-fleet = generic "x86_64-linux" [fleet];
+      provisioner = provisioner "x86_64-linux";
+    };
 
     checks = forAllSystems (pkgs: let
       vmTest = file: import file {inherit pkgs self;};
@@ -86,7 +130,9 @@
       cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen";
       vm-join = vmTest ./tests/nix/join.nix;
       vm-bad-key = vmTest ./tests/nix/bad-key.nix;
-      generic-toplevel = (generic pkgs.stdenv.hostPlatform.system).config.system.build.toplevel;
+      generic-toplevel = (generic pkgs.stdenv.hostPlatform.system []).config.system.build.toplevel;
+      generic-fleet-toplevel = (generic pkgs.stdenv.hostPlatform.system [fleet]).config.system.build.toplevel;
+      provisioner-toplevel = (provisioner pkgs.stdenv.hostPlatform.system).config.system.build.toplevel;
     });
 
     devShells = forAllSystems (pkgs: {

@@ -3,11 +3,15 @@
 #
 # The invariant part of the unit (ordering, restart policy, hardening) is read from
 # ./tailjoin-unit.json, the one source of truth that the non-Nix boot test renders too; this
-# module adds only the instance settings (ExecStart, the credential, the environment file).
+# module adds only the instance settings (ExecStart, the credentials, the environment file, and
+# ProcSubset=all for the kernel command line source and HTTP POSTs: ProcSubset=pid hides
+# /proc/cmdline and /proc/sys).
 #
 # Keys never enter the Nix store: the key option names where the key is at run time (a file, a
-# systemd credential or an environment variable), never the key itself, and assertions stop a
-# build that would put a key, or a key file, into the store.
+# systemd credential, an environment variable, a provisioning server, the kernel command line)
+# or how to mint one (headscale's API, a Tailscale OAuth client, whose secrets are named the same
+# way), never the key itself, and assertions stop a build that would put a key, or a key file,
+# into the store.
 {
   config,
   lib,
@@ -75,29 +79,54 @@
     what = "the key";
   };
 
-  bearerTokenType = types.submodule {
-    options = {
-      credential = mkOption {
-        type = types.nullOr (mkCredentialType {
-          defaultName = "tailjoin-http-token";
-          exampleSource = "/run/agenix/tailjoin-http-token";
-          what = "the bearer token";
-        });
-        default = null;
-        example = lib.literalExpression ''{ source = "/run/agenix/tailjoin-http-token"; }'';
-        description = "Deliver the bearer token as a systemd credential (recommended).";
-      };
-      file = mkOption {
-        type = types.nullOr pathString;
-        default = null;
-        example = "/run/secrets/tailjoin-http-token";
-        description = ''
-          Absolute path of a root-only file that holds the bearer token, read by the agent at
-          run time. A string, never a Nix path: a path value would be copied into the
-          world-readable store.
-        '';
+  # A secret other than the key that the agent reads at run time (a bearer token, an API key, an
+  # OAuth client secret): exactly one of a systemd credential or a root-only file. Never the
+  # secret itself.
+  mkSecretRefType = {
+    defaultName,
+    exampleFile,
+    what,
+  }:
+    types.submodule {
+      options = {
+        credential = mkOption {
+          type = types.nullOr (mkCredentialType {
+            inherit defaultName what;
+            exampleSource = "/run/agenix/${defaultName}";
+          });
+          default = null;
+          example = lib.literalExpression ''{ source = "/run/agenix/${defaultName}"; }'';
+          description = "Deliver ${what} as a systemd credential (recommended).";
+        };
+        file = mkOption {
+          type = types.nullOr pathString;
+          default = null;
+          example = exampleFile;
+          description = ''
+            Absolute path of a root-only file that holds ${what}, read by the agent at run time.
+            A string, never a Nix path: a path value would be copied into the world-readable
+            store.
+          '';
+        };
       };
     };
+
+  bearerTokenType = mkSecretRefType {
+    defaultName = "tailjoin-http-token";
+    exampleFile = "/run/secrets/tailjoin-http-token";
+    what = "the bearer token";
+  };
+
+  headscaleApiKeyType = mkSecretRefType {
+    defaultName = "headscale-api-key";
+    exampleFile = "/run/secrets/headscale-api-key";
+    what = "the headscale API key";
+  };
+
+  oauthSecretType = mkSecretRefType {
+    defaultName = "tailscale-oauth-secret";
+    exampleFile = "/run/secrets/tailscale-oauth-secret";
+    what = "the OAuth client secret";
   };
 
   httpType = types.submodule {
@@ -197,6 +226,179 @@
     };
   };
 
+  caFileOption = mkOption {
+    type = types.nullOr pathString;
+    default = null;
+    example = "/etc/tailjoin/lab-ca.pem";
+    description = ''
+      Absolute path of a PEM bundle of the CA(s) that sign the server's certificate; when set,
+      only these CAs are trusted (a home-lab CA). Given as a string, outside the store. `null`
+      trusts the usual public CAs.
+    '';
+  };
+
+  timeoutOption = mkOption {
+    type = types.ints.between 1 300;
+    default = 10;
+    description = "Seconds one request may take, connecting included.";
+  };
+
+  expiryOption = mkOption {
+    type = types.ints.between 60 86400;
+    default = 600;
+    description = ''
+      Seconds the minted key stays valid. It is single-use and spent within seconds, so keep
+      this short: a key that leaks before it is used expires soon.
+    '';
+  };
+
+  kernelCmdlineType = types.submodule {
+    options = {
+      keyUrl = mkOption {
+        # One kernel parameter: no blanks or quotes.
+        type = types.nullOr (types.strMatching "[^[:space:]\"]+");
+        default = null;
+        example = "https://prov.lan:8443/v1/key";
+        description = ''
+          The provisioner's URL, added to the kernel command line as `tailjoin.key_url=<url>`
+          ({option}`boot.kernelParams`, which a netboot image's iPXE script carries). It is
+          public: put no token in it. `null` leaves it to whoever boots the machine (an iPXE
+          script that adds `tailjoin.key_url=` next to the per-machine `tailjoin.boot_token=`).
+        '';
+      };
+      allowKey = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Also accept `tailjoin.auth_key=<key>`, the key itself, on the kernel command line. Every
+          local user can read it in /proc/cmdline, and anyone who can read the boot script can
+          too: only for throw-away lab machines. Without it such a parameter is an error.
+        '';
+      };
+      path = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/tailjoin-test/cmdline";
+        description = "The file holding the kernel command line; `null` means /proc/cmdline.";
+      };
+      method = mkOption {
+        type = types.enum ["get" "post"];
+        default = "post";
+        description = ''
+          `post` (sends the machine's identity: hostname, machine id, boot id, MAC addresses, which
+          the provisioner checks) or `get`.
+        '';
+      };
+      response = mkOption {
+        type = types.enum ["raw" "json"];
+        default = "json";
+        description = ''
+          How the response holds the key: `json` (a JSON object whose field {option}`jsonField`
+          is the key; what `tailjoin provision` answers) or `raw` (the body is the key).
+        '';
+      };
+      jsonField = mkOption {
+        type = types.nullOr (types.strMatching ".+");
+        default = null;
+        example = "key";
+        description = "The JSON field that holds the key, with `response = \"json\"` only; `null` means `key`.";
+      };
+      caFile = caFileOption;
+      timeoutSecs = timeoutOption;
+      maxResponseBytes = mkOption {
+        type = types.ints.between 64 1048576;
+        default = 16384;
+        description = "Largest response the agent accepts, in bytes.";
+      };
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept an `http://` `tailjoin.key_url`. The key and the boot token then cross the
+          network in clear text: only on a link you trust.
+        '';
+      };
+    };
+  };
+
+  headscaleType = types.submodule {
+    options = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://headscale.example.com";
+        description = ''
+          headscale's `server_url` (its API is `<url>/api/v1/…`). `null` means
+          {option}`services.tailjoin.loginServer`.
+        '';
+      };
+      apiKey = mkOption {
+        type = headscaleApiKeyType;
+        default = {};
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/headscale-api-key"; }'';
+        description = ''
+          Where the agent finds the headscale API key (`headscale apikeys create`): exactly one of
+          `credential` or `file`. Never the key itself. Whoever holds it can mint keys and
+          manage every node: prefer a credential, ideally an encrypted one.
+        '';
+      };
+      user = mkOption {
+        type = types.nullOr (types.either types.str types.ints.unsigned);
+        default = null;
+        example = "fleet";
+        description = ''
+          The headscale user (name or numeric id) that owns the minted keys. May stay `null` when
+          {option}`services.tailjoin.tags` is set (tagged nodes).
+        '';
+      };
+      expiry = expiryOption;
+      caFile = caFileOption;
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept an `http://` URL. The API key then crosses the network in clear text: only for
+          a headscale on the same host or a link you trust.
+        '';
+      };
+      timeoutSecs = timeoutOption;
+    };
+  };
+
+  tailscaleOAuthType = types.submodule {
+    options = {
+      clientId = mkOption {
+        # nullOr only so that an assertion can say what to set.
+        type = types.nullOr types.str;
+        default = null;
+        example = "kFAKEclientid";
+        description = "The OAuth client's id (not secret; it is written into the store).";
+      };
+      clientSecret = mkOption {
+        type = oauthSecretType;
+        default = {};
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-oauth-secret"; }'';
+        description = ''
+          Where the agent finds the OAuth client secret (scope `auth_keys`): exactly one of
+          `credential` or `file`. Never the secret itself.
+        '';
+      };
+      apiUrl = mkOption {
+        type = types.str;
+        default = "https://api.tailscale.com";
+        description = "Tailscale's API (https only).";
+      };
+      tailnet = mkOption {
+        type = types.str;
+        default = "-";
+        description = "The tailnet; `-` is the OAuth client's own.";
+      };
+      expiry = expiryOption;
+      caFile = caFileOption;
+      timeoutSecs = timeoutOption;
+    };
+  };
+
   keySourceType = types.submodule {
     options = {
       file = mkOption {
@@ -233,47 +435,146 @@
         '';
         description = "Fetch the key from a provisioning server over HTTP(S) at boot.";
       };
+      kernelCmdline = mkOption {
+        type = types.nullOr kernelCmdlineType;
+        default = null;
+        example = lib.literalExpression ''{ keyUrl = "https://prov.lan:8443/v1/key"; caFile = "/etc/tailjoin/prov-ca.pem"; }'';
+        description = ''
+          Fetch the key at boot from the provisioner named on the kernel command line
+          (`tailjoin.key_url=URL`), sending `tailjoin.boot_token=TOKEN` as a bearer token: one
+          netboot image for the whole fleet, with a per-machine one-time token added by the iPXE
+          script that boots it. See `tailjoin provision` and
+          {option}`services.tailjoin-provisioner`.
+        '';
+      };
+      headscale = mkOption {
+        type = types.nullOr headscaleType;
+        default = null;
+        example = lib.literalExpression ''{ apiKey.credential.source = "/run/agenix/headscale-api-key"; user = "fleet"; }'';
+        description = ''
+          Mint a fresh single-use, pre-authorized key through headscale's API at every join
+          (tagged with {option}`services.tailjoin.tags`, ephemeral unless
+          {option}`services.tailjoin.ephemeral` is turned off).
+        '';
+      };
+      tailscaleOAuth = mkOption {
+        type = types.nullOr tailscaleOAuthType;
+        default = null;
+        example = lib.literalExpression ''
+          {
+            clientId = "kFAKEclientid";
+            clientSecret.credential.source = "/run/agenix/tailscale-oauth-secret";
+          }
+        '';
+        description = ''
+          Mint a fresh single-use, pre-authorized key through Tailscale's API with an OAuth
+          client at every join. Tailscale demands tags on such keys: set
+          {option}`services.tailjoin.tags` to tags the client owns.
+        '';
+      };
     };
   };
 
   key = cfg.authKey;
   keyIsSource = builtins.isAttrs key;
+  sourceNames = ["file" "credential" "env" "http" "kernelCmdline" "headscale" "tailscaleOAuth"];
   keySourcesSet =
     if keyIsSource
-    then lib.filter (n: key.${n} != null) ["file" "credential" "env" "http"]
+    then lib.filter (n: key.${n} != null) sourceNames
     else [];
   oneSource = keyIsSource && builtins.length keySourcesSet == 1;
 
-  http =
+  sourceOf = n:
     if keyIsSource
-    then key.http
+    then key.${n}
     else null;
+  http = sourceOf "http";
+  cmdline = sourceOf "kernelCmdline";
+  hs = sourceOf "headscale";
+  oauth = sourceOf "tailscaleOAuth";
+
+  # Sources that mint a fresh key per join: only they can honour ephemeral (and default to it).
+  minting = hs != null || oauth != null;
+
+  # The secrets other than the key that a source names (credential or file).
   token =
     if http == null
     then null
     else http.bearerToken;
-  tokenSourcesSet =
-    if token == null
-    then []
-    else lib.filter (n: token.${n} != null) ["credential" "file"];
-
-  tokenJSON =
-    if token == null
+  apiKey =
+    if hs == null
     then null
-    else if token.credential != null
-    then {credential = token.credential.name;}
-    else if token.file != null
-    then {file = toString token.file;}
+    else hs.apiKey;
+  clientSecret =
+    if oauth == null
+    then null
+    else oauth.clientSecret;
+
+  refSourcesSet = ref:
+    if ref == null
+    then []
+    else lib.filter (n: ref.${n} != null) ["credential" "file"];
+  refJSON = ref:
+    if ref == null
+    then null
+    else if ref.credential != null
+    then {credential = ref.credential.name;}
+    else if ref.file != null
+    then {file = toString ref.file;}
     else null;
+  refCredential = ref:
+    if ref == null
+    then null
+    else ref.credential;
+
+  hsUrl =
+    if hs == null
+    then null
+    else if hs.url != null
+    then hs.url
+    else cfg.loginServer;
+
+  isPlainHttp = url: url != null && lib.hasPrefix "http://" (lib.toLower url);
 
   httpJSON = nonNull {
     inherit (http) url method response;
-    bearer_token = tokenJSON;
+    bearer_token = refJSON token;
     ca_file = lib.mapNullable toString http.caFile;
     json_field = http.jsonField;
     timeout_secs = http.timeoutSecs;
     max_response_bytes = http.maxResponseBytes;
     allow_plain_http = http.allowPlainHttp;
+  };
+
+  cmdlineJSON = nonNull {
+    path = lib.mapNullable toString cmdline.path;
+    allow_key = cmdline.allowKey;
+    inherit (cmdline) method response;
+    json_field = cmdline.jsonField;
+    ca_file = lib.mapNullable toString cmdline.caFile;
+    timeout_secs = cmdline.timeoutSecs;
+    max_response_bytes = cmdline.maxResponseBytes;
+    allow_plain_http = cmdline.allowPlainHttp;
+  };
+
+  headscaleJSON = nonNull {
+    url = hsUrl;
+    api_key = refJSON apiKey;
+    user = lib.mapNullable toString hs.user;
+    expiry_secs = hs.expiry;
+    ca_file = lib.mapNullable toString hs.caFile;
+    allow_plain_http = hs.allowPlainHttp;
+    timeout_secs = hs.timeoutSecs;
+  };
+
+  oauthJSON = nonNull {
+    client_id = oauth.clientId;
+    client_secret = refJSON clientSecret;
+    api_url = oauth.apiUrl;
+    inherit (oauth) tailnet;
+    expiry_secs = oauth.expiry;
+    ca_file = lib.mapNullable toString oauth.caFile;
+    timeout_secs = oauth.timeoutSecs;
   };
 
   keyJSON =
@@ -285,18 +586,20 @@
     then {credential = key.credential.name;}
     else if key.env != null
     then {env = key.env.name;}
-    else {http = httpJSON;};
+    else if http != null
+    then {http = httpJSON;}
+    else if cmdline != null
+    then {kernel_cmdline = cmdlineJSON;}
+    else if hs != null
+    then {headscale = headscaleJSON;}
+    else {tailscale_oauth = oauthJSON;};
 
-  # The systemd credentials the unit loads: the key's, or the HTTP source's bearer token's.
+  # The systemd credentials the unit loads: the key's, or the one secret the source names (the
+  # HTTP source's bearer token, headscale's API key, the OAuth client secret).
   credentials = lib.filter (c: c != null) (
-    lib.optionals oneSource [
-      key.credential
-      (
-        if token == null
-        then null
-        else token.credential
-      )
-    ]
+    lib.optionals oneSource (
+      [key.credential] ++ map refCredential [token apiKey clientSecret]
+    )
   );
   credentialKeys = let
     one = encrypted: let
@@ -317,78 +620,130 @@
   # whether the agent itself opens it (so the hardened unit must be able to see it).
   keyPaths = lib.filter (p: p.value != null) (
     if keyIsSource
-    then [
-      {
-        opt = "authKey.file";
-        value = key.file;
-        example = "/run/secrets/tailscale-auth-key";
-        secret = "an auth key";
-        agentReads = true;
-      }
-      {
-        opt = "authKey.credential.source";
-        value =
-          if key.credential == null
-          then null
-          else key.credential.source;
-        example = keyExample;
-        secret = "an auth key";
-        agentReads = false;
-      }
-      {
-        opt = "authKey.env.environmentFile";
-        value =
-          if key.env == null
-          then null
-          else key.env.environmentFile;
-        example = "/run/secrets/tailjoin.env";
-        secret = "an auth key";
-        agentReads = false;
-      }
-      {
-        opt = "authKey.http.caFile";
-        value =
-          if http == null
-          then null
-          else http.caFile;
-        example = "/etc/tailjoin/prov-ca.pem";
-        secret = null;
-        agentReads = true;
-      }
-      {
-        opt = "authKey.http.bearerToken.file";
-        value =
-          if token == null
-          then null
-          else token.file;
-        example = "/run/secrets/tailjoin-http-token";
-        secret = "a bearer token";
-        agentReads = true;
-      }
-      {
-        opt = "authKey.http.bearerToken.credential.source";
-        value =
-          if token == null || token.credential == null
-          then null
-          else token.credential.source;
-        example = tokenExample;
-        secret = "a bearer token";
-        agentReads = false;
-      }
-    ]
+    then
+      [
+        {
+          opt = "authKey.file";
+          value = key.file;
+          example = "/run/secrets/tailscale-auth-key";
+          secret = "an auth key";
+          agentReads = true;
+        }
+        {
+          opt = "authKey.credential.source";
+          value =
+            if key.credential == null
+            then null
+            else key.credential.source;
+          example = keyExample;
+          secret = "an auth key";
+          agentReads = false;
+        }
+        {
+          opt = "authKey.env.environmentFile";
+          value =
+            if key.env == null
+            then null
+            else key.env.environmentFile;
+          example = "/run/secrets/tailjoin.env";
+          secret = "an auth key";
+          agentReads = false;
+        }
+        {
+          opt = "authKey.http.caFile";
+          value =
+            if http == null
+            then null
+            else http.caFile;
+          example = "/etc/tailjoin/prov-ca.pem";
+          secret = null;
+          agentReads = true;
+        }
+        {
+          opt = "authKey.http.bearerToken.file";
+          value =
+            if token == null
+            then null
+            else token.file;
+          example = "/run/secrets/tailjoin-http-token";
+          secret = "a bearer token";
+          agentReads = true;
+        }
+        {
+          opt = "authKey.http.bearerToken.credential.source";
+          value =
+            if token == null || token.credential == null
+            then null
+            else token.credential.source;
+          example = tokenExample;
+          secret = "a bearer token";
+          agentReads = false;
+        }
+        (caPath "authKey.kernelCmdline" cmdline)
+        {
+          opt = "authKey.kernelCmdline.path";
+          value =
+            if cmdline == null
+            then null
+            else cmdline.path;
+          example = "/proc/cmdline";
+          secret = null;
+          agentReads = true;
+        }
+        (caPath "authKey.headscale" hs)
+        (caPath "authKey.tailscaleOAuth" oauth)
+      ]
+      ++ refPaths "authKey.headscale.apiKey" apiKey "headscale-api-key" "an API key"
+      ++ refPaths "authKey.tailscaleOAuth.clientSecret" clientSecret "tailscale-oauth-secret" "an OAuth client secret"
     else []
   );
+
+  caPath = prefix: src: {
+    opt = "${prefix}.caFile";
+    value =
+      if src == null
+      then null
+      else src.caFile;
+    example = "/etc/tailjoin/lab-ca.pem";
+    secret = null;
+    agentReads = true;
+  };
+
+  # The two paths of a secret given as credential-or-file.
+  refPaths = prefix: ref: name: secret: [
+    {
+      opt = "${prefix}.file";
+      value =
+        if ref == null
+        then null
+        else ref.file;
+      example = "/run/secrets/${name}";
+      inherit secret;
+      agentReads = true;
+    }
+    {
+      opt = "${prefix}.credential.source";
+      value =
+        if ref == null || ref.credential == null
+        then null
+        else ref.credential.source;
+      example = "/run/agenix/${name}";
+      inherit secret;
+      agentReads = false;
+    }
+  ];
 
   # A file the agent opens where the hardened unit cannot see it (ProtectHome=, PrivateTmp=).
   hiddenFromUnit = p: p.agentReads && builtins.isString p.value && (lib.hasPrefix "/home/" p.value || lib.hasPrefix "/tmp/" p.value);
 
-  # A value given where a path belongs that is the secret itself: an auth key by its form; a
-  # bearer token also as any long string that has no slash, which no path has.
+  # A value given where a path belongs that is the secret itself: an auth key by its form; any
+  # other secret (a token, an API key) also as any long string that has no slash, which no path
+  # has.
   looksLikeSecret = p:
     p.secret
     != null
     && (looksLikeKey p.value
-      || (p.secret == "a bearer token" && builtins.isString p.value && !(lib.hasInfix "/" p.value) && builtins.stringLength p.value >= 16));
+      || (p.secret != "an auth key" && builtins.isString p.value && !(lib.hasInfix "/" p.value) && builtins.stringLength p.value >= 16));
 
   nonNull = lib.filterAttrs (_: v: v != null);
 
@@ -437,6 +792,21 @@
       cp ${rawConfigFile} "$out"
     '';
 
+  # Exactly one of credential or file for a secret a source names.
+  refAssertion = opt: ref: example: extra: let
+    set = refSourcesSet ref;
+  in {
+    assertion = ref == null || builtins.length set == 1;
+    message = ''
+      services.tailjoin.${opt} must set exactly one of credential or file (set: ${
+        if set == []
+        then "none"
+        else lib.concatStringsSep ", " set
+      }).
+      For example: services.tailjoin.${opt}.credential.source = "${example}";${extra}
+    '';
+  };
+
   credentialLine = c:
     if c.source == null
     then c.name
@@ -455,8 +825,9 @@ in {
       example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-auth-key"; }'';
       description = ''
         Where the agent finds the auth key at run time: exactly one of `file`, `credential`,
-        `env` or `http`. Never the key itself: anything in a Nix expression ends up in the
-        world-readable store.
+        `env`, `http`, `kernelCmdline`, or a source that mints a fresh key per join
+        (`headscale`, `tailscaleOAuth`). Never the key itself: anything in a Nix expression ends
+        up in the world-readable store.
       '';
     };
 
@@ -483,11 +854,14 @@ in {
 
     ephemeral = mkOption {
       type = types.bool;
-      default = false;
+      default = minting;
+      defaultText = lib.literalMD "`true` when the key is minted (`authKey.headscale` or `authKey.tailscaleOAuth`), else `false`";
       description = ''
-        Ask for an ephemeral node. Whether a node is ephemeral is decided when its key is made,
-        so with a pre-made key this must stay `false`: create the key as ephemeral instead.
-        Key sources that mint keys will honour it.
+        Ask for an ephemeral node, which the control server drops soon after it goes offline (a
+        netbooted machine registers anew at every boot). Whether a node is ephemeral is decided
+        when its key is made, so only the sources that mint keys (`authKey.headscale`,
+        `authKey.tailscaleOAuth`) can honour it; with a pre-made key this must stay `false`:
+        create the key as ephemeral instead.
       '';
     };
 
@@ -649,7 +1023,7 @@ in {
         {
           assertion = !keyIsSource || builtins.length keySourcesSet == 1;
           message = ''
-            services.tailjoin.authKey must set exactly one of file, credential, env or http (set: ${
+            services.tailjoin.authKey must set exactly one of file, credential, env, http, kernelCmdline, headscale or tailscaleOAuth (set: ${
               if keySourcesSet == []
               then "none"
               else lib.concatStringsSep ", " keySourcesSet
@@ -665,7 +1039,7 @@ in {
           '';
         }
         {
-          assertion = http == null || http.url == null || !(lib.hasPrefix "http://" (lib.toLower http.url)) || http.allowPlainHttp;
+          assertion = http == null || !(isPlainHttp http.url) || http.allowPlainHttp;
           message = ''
             services.tailjoin.authKey.http.url is an http:// URL (${toString (http.url or "")}): the key would cross the network in clear text.
             Use https:// (with services.tailjoin.authKey.http.caFile for a home-lab CA), or, only on a link you trust, set
@@ -679,18 +1053,87 @@ in {
             Set services.tailjoin.authKey.http.response = "json"; or remove jsonField.
           '';
         }
+        (refAssertion "authKey.http.bearerToken" token tokenExample "\nor bearerToken = null; to send no token.")
         {
-          assertion = token == null || builtins.length tokenSourcesSet == 1;
+          assertion = cmdline == null || !(isPlainHttp cmdline.keyUrl) || cmdline.allowPlainHttp;
           message = ''
-            services.tailjoin.authKey.http.bearerToken must set exactly one of credential or file (set: ${
-              if tokenSourcesSet == []
-              then "none"
-              else lib.concatStringsSep ", " tokenSourcesSet
-            }).
-            For example: services.tailjoin.authKey.http.bearerToken.credential.source = "${tokenExample}";
-            or bearerToken = null; to send no token.
+            services.tailjoin.authKey.kernelCmdline.keyUrl is an http:// URL (${toString (cmdline.keyUrl or "")}): the boot token and the key
+            would cross the network in clear text. Use https:// (with services.tailjoin.authKey.kernelCmdline.caFile for a home-lab CA),
+            or, only on a link you trust, set
+              services.tailjoin.authKey.kernelCmdline.allowPlainHttp = true;
           '';
         }
+        {
+          assertion = cmdline == null || cmdline.jsonField == null || cmdline.response == "json";
+          message = ''
+            services.tailjoin.authKey.kernelCmdline.jsonField is set but response is "raw", so the field would never be read.
+            Set services.tailjoin.authKey.kernelCmdline.response = "json"; or remove jsonField.
+          '';
+        }
+        {
+          assertion = hs == null || hsUrl != null;
+          message = ''
+            services.tailjoin.authKey.headscale needs headscale's URL, and neither authKey.headscale.url nor services.tailjoin.loginServer
+            is set. Set the login server (the agent mints keys through <url>/api/v1), e.g.
+              services.tailjoin.loginServer = "https://headscale.example.com";
+          '';
+        }
+        {
+          assertion = hs == null || !(isPlainHttp hsUrl) || hs.allowPlainHttp;
+          message = ''
+            services.tailjoin.authKey.headscale would reach headscale over http:// (${toString hsUrl}): the API key, which can
+            manage every node, would cross the network in clear text. Use https:// (with authKey.headscale.caFile for a home-lab CA),
+            or, only for a headscale on this host or a link you trust, set
+              services.tailjoin.authKey.headscale.allowPlainHttp = true;
+          '';
+        }
+        {
+          assertion = hs == null || hs.user != null || cfg.tags != [];
+          message = ''
+            services.tailjoin.authKey.headscale sets neither a user nor tags, and headscale needs one of them to own the node. Set
+              services.tailjoin.authKey.headscale.user = "fleet";   # a headscale user
+            or services.tailjoin.tags = [ "tag:netboot" ]; for a tagged node.
+          '';
+        }
+        (refAssertion "authKey.headscale.apiKey" apiKey "/run/agenix/headscale-api-key" "")
+        {
+          assertion = oauth == null || oauth.clientId != null;
+          message = ''
+            services.tailjoin.authKey.tailscaleOAuth.clientId is not set: give the OAuth client's id (it is not secret), e.g.
+              services.tailjoin.authKey.tailscaleOAuth.clientId = "k123456CNTRL";
+          '';
+        }
+        {
+          assertion = oauth == null || oauth.clientId == null || !(lib.hasPrefix "tskey-" oauth.clientId);
+          message = ''
+            services.tailjoin.authKey.tailscaleOAuth.clientId looks like the client secret (tskey-client-…), not the client id.
+            Put the secret into a root-only file outside the store (agenix, sops-nix) and name it:
+              services.tailjoin.authKey.tailscaleOAuth.clientSecret.credential.source = "/run/agenix/tailscale-oauth-secret";
+            and revoke it: it is now in your configuration.
+          '';
+        }
+        {
+          assertion = oauth == null || cfg.tags != [];
+          message = ''
+            services.tailjoin.authKey.tailscaleOAuth needs tags: Tailscale only lets an OAuth client create keys for tagged nodes. Set
+              services.tailjoin.tags = [ "tag:netboot" ];   # tags the OAuth client owns
+          '';
+        }
+        {
+          assertion = oauth == null || lib.hasPrefix "https://" (lib.toLower oauth.apiUrl);
+          message = ''
+            services.tailjoin.authKey.tailscaleOAuth.apiUrl must be an https:// URL (got ${toString (oauth.apiUrl or "")}): the client secret
+            is sent to it. Remove it to use https://api.tailscale.com.
+          '';
+        }
+        {
+          assertion = oauth == null || cfg.loginServer == null || lib.hasInfix "tailscale.com" cfg.loginServer;
+          message = ''
+            services.tailjoin.authKey.tailscaleOAuth mints keys for Tailscale's own control server, but services.tailjoin.loginServer is
+            ${toString cfg.loginServer}. For headscale use services.tailjoin.authKey.headscale instead; for Tailscale remove loginServer.
+          '';
+        }
+        (refAssertion "authKey.tailscaleOAuth.clientSecret" clientSecret "/run/agenix/tailscale-oauth-secret" "")
         {
           assertion = config.services.tailscale.authKeyFile == null;
           message = ''
@@ -700,11 +1143,12 @@ in {
           '';
         }
         {
-          assertion = !cfg.ephemeral;
+          assertion = !cfg.ephemeral || minting;
           message = ''
             services.tailjoin.ephemeral = true cannot be honoured with a pre-made key: whether a node is ephemeral is decided when
             its key is made. Create the key as ephemeral (`headscale preauthkeys create --ephemeral`, or tick Ephemeral in
-            Tailscale's admin console) and remove services.tailjoin.ephemeral.
+            Tailscale's admin console) and remove services.tailjoin.ephemeral, or let the agent mint keys
+            (services.tailjoin.authKey.headscale or authKey.tailscaleOAuth).
           '';
         }
       ]
@@ -738,10 +1182,16 @@ in {
       })
       keyPaths;
 
-    warnings = map (p: ''
-      services.tailjoin.${p.opt} is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
-      Use a credential (a credential.source may be anywhere) or a path under /run, /etc or /var/lib.
-    '') (lib.filter hiddenFromUnit keyPaths);
+    warnings =
+      map (p: ''
+        services.tailjoin.${p.opt} is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
+        Use a credential (a credential.source may be anywhere) or a path under /run, /etc or /var/lib.
+      '') (lib.filter hiddenFromUnit keyPaths)
+      ++ lib.optional (cmdline != null && cmdline.allowKey) ''
+        services.tailjoin.authKey.kernelCmdline.allowKey = true accepts the key itself on the kernel command line, where every local
+        user can read it (/proc/cmdline) and so can anyone who can read the boot script. Prefer tailjoin.key_url= with a one-time
+        tailjoin.boot_token= (services.tailjoin-provisioner).
+      '';
 
     services.tailscale.enable = true;
 
@@ -760,8 +1210,17 @@ in {
         // credentialKeys
         // lib.optionalAttrs (oneSource && key.env != null && key.env.environmentFile != null) {
           EnvironmentFile = toString key.env.environmentFile;
+        }
+        # ProcSubset=pid hides /proc/cmdline, which the kernel command line source reads, and
+        # /proc/sys (hostname, boot id), which a POST sends as the machine's identity.
+        // lib.optionalAttrs (oneSource && (cmdline != null || (http != null && http.method == "post"))) {
+          ProcSubset = "all";
         };
       wantedBy = unitSpec.install.WantedBy;
     };
+
+    boot.kernelParams = lib.mkIf (oneSource && cmdline != null && cmdline.keyUrl != null) [
+      "tailjoin.key_url=${cmdline.keyUrl}"
+    ];
   };
 }

@@ -3,7 +3,9 @@
 # formatting pass; flake.lock pins what DESIGN.md says; and, when NIXPKGS_LIB points at a
 # checkout of github:nix-community/nixpkgs.lib, the module evaluation tests (tests/nix/eval.nix)
 # run, the JSON configs the module writes pass the real agent's `tailjoin check-config`, and the
-# unit the module renders equals tests/lib/render-unit.py's rendering of tailjoin-unit.json.
+# unit the module renders equals tests/lib/render-unit.py's rendering of tailjoin-unit.json;
+# the provisioner module's configs pass `tailjoin provision --check` (and the ones its assertions
+# refuse fail it with exit 2). The agent is $TAILJOIN_BIN when set, else built from agent/.
 #
 #   tests/nix/check.sh          check
 #   tests/nix/check.sh --fix    format the .nix files first
@@ -162,6 +164,7 @@ if [ -z "${NIXPKGS_LIB:-}" ]; then
     "reachable here carries; set NIXPKGS_LIB=/path/to/it to run them."
   skip "module evaluation tests (tests/nix/eval.nix)"
   skip "JSON configs pass tailjoin check-config"
+  skip "provisioner JSON configs pass tailjoin provision --check"
   skip "module's unit equals render-unit.py's rendering of tailjoin-unit.json"
 else
   work=$(mktemp -d)
@@ -178,17 +181,26 @@ for r in json.load(open(sys.argv[1]))["results"]:
     print("1" if r["ok"] else "0", r["name"], r["detail"], sep="\t")
 ' "$work/eval.json")
 
-    # The agent the module's build-time check runs.
-    if ! out=$(cargo build --quiet --release --locked --manifest-path agent/Cargo.toml 2>&1); then
+    # The agent the modules' build-time checks run: $TAILJOIN_BIN when set, else built here.
+    TJ=${TAILJOIN_BIN:-}
+    if [ -z "$TJ" ] && ! out=$(cargo build --quiet --release --locked --manifest-path agent/Cargo.toml 2>&1); then
       fail "build the agent for check-config" "$out"
+    elif [ -n "$TJ" ] && [ ! -x "$TJ" ]; then
+      fail "TAILJOIN_BIN=$TJ is an executable" "no such executable"
     else
-      TJ=agent/target/release/tailjoin
+      TJ=${TJ:-agent/target/release/tailjoin}
+      echo "      (agent: $TJ)"
       python3 - "$work" <<'EOF'
 import json, sys
 w = sys.argv[1]
 a = json.load(open(f"{w}/eval.json"))["artifacts"]
 for name, cfg in a["configs"].items():
     json.dump(cfg, open(f"{w}/config-{name}.json", "w"))
+for name, cfg in a["provisionerConfigs"].items():
+    json.dump(cfg, open(f"{w}/prov-{name}.json", "w"))
+for name, bad in a["badProvisionerConfigs"].items():
+    json.dump(bad["config"], open(f"{w}/badprov-{name}.json", "w"))
+    open(f"{w}/badprov-{name}.field", "w").write(bad["field"])
 json.dump(a["healthConfig"], open(f"{w}/health.json", "w"))
 open(f"{w}/module.service", "w").write(a["unitText"])
 with open(f"{w}/sets", "w") as f:
@@ -196,20 +208,43 @@ with open(f"{w}/sets", "w") as f:
         for item in v if isinstance(v, list) else [v]:
             f.write(f"Service.{k}={item}\n")
 EOF
-      # The HTTP key source must be among them: its JSON shape is the agent's, not the module's.
-      if python3 - "$work" <<'EOF'
+      # Every key source whose JSON shape is the agent's, not the module's, must be among them.
+      for src in http kernel_cmdline headscale tailscale_oauth; do
+        if python3 - "$work" "$src" <<'EOF'
 import glob, json, sys
 cfgs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/config-*.json")]
-sys.exit(0 if any("http" in (c.get("auth_key") or {}) for c in cfgs) else 1)
+sys.exit(0 if any(sys.argv[2] in (c.get("auth_key") or {}) for c in cfgs) else 1)
 EOF
-      then
-        pass "the configs checked include the http key source"
-      else
-        fail "the configs checked include the http key source" "no artifacts.configs entry has auth_key.http"
-      fi
+        then
+          pass "the configs checked include the $src key source"
+        else
+          fail "the configs checked include the $src key source" "no artifacts.configs entry has auth_key.$src"
+        fi
+      done
       for c in "$work"/config-*.json; do
         n=$(basename "$c" .json)
         if out=$("$TJ" check-config "$c" 2>&1); then pass "tailjoin check-config accepts the module's $n"; else fail "tailjoin check-config accepts the module's $n" "$out"; fi
+      done
+      # The provisioner module's configs, as its build-time check runs them.
+      for c in "$work"/prov-*.json; do
+        n=$(basename "$c" .json)
+        if out=$("$TJ" provision --config "$c" --check 2>&1); then
+          pass "tailjoin provision --check accepts the provisioner module's $n"
+        else
+          fail "tailjoin provision --check accepts the provisioner module's $n" "$out"
+        fi
+      done
+      # What the module's assertions refuse, the provisioner refuses too (exit 2, naming the field).
+      for c in "$work"/badprov-*.json; do
+        n=$(basename "$c" .json)
+        field=$(cat "${c%.json}.field")
+        out=$("$TJ" provision --config "$c" --check 2>&1)
+        rc=$?
+        if [ $rc = 2 ] && grep -q "$field" <<<"$out"; then
+          pass "tailjoin provision --check rejects $n naming $field, exit 2"
+        else
+          fail "tailjoin provision --check rejects $n naming $field, exit 2 (got $rc)" "$out"
+        fi
       done
       out=$("$TJ" check-config "$work/health.json" 2>&1)
       rc=$?

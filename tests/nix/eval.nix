@@ -1,5 +1,8 @@
 # Module evaluation tests for modules/tailjoin.nix, with the real nixpkgs lib and stand-ins for
-# the NixOS options the module sets (and for the few pkgs functions it calls).
+# the NixOS options the module sets (and for the few pkgs functions it calls). The tests of the
+# minting and kernel command line sources (eval-sources.nix), of modules/provisioner.nix
+# (eval-provisioner.nix), of secrets/examples (eval-examples.nix) and of flake.nix's modules
+# (eval-flake.nix) run from here too, with the same helpers.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs.lib nix-instantiate --eval --strict --json tests/nix/eval.nix
 #
@@ -75,6 +78,43 @@ let
           type = types.nullOr types.path;
           default = null;
         };
+      };
+      boot.kernelParams = mkOption {
+        type = types.listOf types.str;
+        default = [];
+      };
+      networking.firewall.allowedTCPPorts = mkOption {
+        type = types.listOf types.port;
+        default = [];
+      };
+      # agenix's and sops-nix's secret options, as far as secrets/examples use them, with their
+      # default paths.
+      age.secrets = mkOption {
+        default = {};
+        type = types.attrsOf (types.submodule ({name, ...}: {
+          options = {
+            file = mkOption {type = types.path;};
+            path = mkOption {
+              type = types.str;
+              default = "/run/agenix/${name}";
+            };
+          };
+        }));
+      };
+      sops.secrets = mkOption {
+        default = {};
+        type = types.attrsOf (types.submodule ({name, ...}: {
+          options = {
+            path = mkOption {
+              type = types.str;
+              default = "/run/secrets/${name}";
+            };
+            restartUnits = mkOption {
+              type = types.listOf types.str;
+              default = [];
+            };
+          };
+        }));
       };
       systemd.services = mkOption {
         default = {};
@@ -476,7 +516,7 @@ let
       (firesWith (with' {authKey.file = "secrets/key";}) "must be an absolute path")
       null)
     (test "assertion: no key source, or two"
-      (firesWith (configOf {services.tailjoin.enable = true;}) "exactly one of file, credential, env or http \\(set: none\\)"
+      (firesWith (configOf {services.tailjoin.enable = true;}) "exactly one of file, credential, env, http, kernelCmdline, headscale or tailscaleOAuth \\(set: none\\)"
         && firesWith (with' {
           authKey = {
             file = "/run/k";
@@ -490,7 +530,7 @@ let
           file = "/run/k";
           http.url = "https://prov.lan/key";
         };
-      }) "exactly one of file, credential, env or http \\(set: file, http\\)")
+      }) "exactly one of file, credential, env, http, kernelCmdline, headscale or tailscaleOAuth \\(set: file, http\\)")
       (failing (with' {
         authKey = {
           file = "/run/k";
@@ -599,25 +639,65 @@ let
         && lib.all (n: builtins.elem n names) ["url" "method" "bearerToken" "caFile" "response" "jsonField" "timeoutSecs" "maxResponseBytes" "allowPlainHttp"])
       null)
   ];
+
+  # The store paths (their top directories) a text mentions.
+  storePathsIn = text:
+    lib.concatMap (m:
+      if builtins.isList m
+      then m
+      else []) (builtins.split "(${lib.escapeRegex builtins.storeDir}/[^/[:space:]\"':;]+)" text);
+
+  # What makes rendered files leak: each text (name -> text) holding one of the markers (pieces
+  # of secret content), or mentioning a store path not in allowed.<name>. [] when none leaks.
+  leaks = {
+    texts,
+    allowed ? {},
+    markers,
+  }:
+    lib.concatMap (name: let
+      t = texts.${name};
+    in
+      map (m: "${name} contains ${m}") (lib.filter (m: lib.hasInfix m t) markers)
+      ++ map (p: "${name} mentions ${p}") (lib.filter (p: !(builtins.elem p (allowed.${name} or []))) (storePathsIn t)))
+    (builtins.attrNames texts);
+
+  # The content of the fake secret file the leak checks point secret options at.
+  leakMarker = "fakeleakmarker";
+
+  # What the tests in the other eval-*.nix files share with these.
+  helpers = {
+    inherit lib pkgs nixosStandIns renderUnit unitSpec test firesWith failing throws leaks leakMarker;
+  };
+  sources = import ./eval-sources.nix helpers;
+  provisioner = import ./eval-provisioner.nix helpers;
+  examples = import ./eval-examples.nix helpers;
+  flake = import ./eval-flake.nix helpers;
 in {
-  inherit results;
+  results = results ++ sources.results ++ provisioner.results ++ examples.results ++ flake.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
-    configs = {
-      default = defaultJSON;
-      full = rawOf full;
-      file = rawOf (unvalidated {authKey.file = "/run/secrets/ts-key";});
-      env = rawOf (unvalidated {authKey.env = {};});
-      http = rawOf (unvalidated {authKey.http = httpFull;});
-      http-minimal = rawOf (unvalidated {authKey.http.url = "https://prov.lan:8443/key";});
-      http-plain-token-file = rawOf (unvalidated {
-        authKey.http = {
-          url = "http://10.0.2.2:8000/key";
-          allowPlainHttp = true;
-          bearerToken.file = "/run/secrets/prov-token";
-        };
-      });
-    };
+    configs =
+      {
+        default = defaultJSON;
+        full = rawOf full;
+        file = rawOf (unvalidated {authKey.file = "/run/secrets/ts-key";});
+        env = rawOf (unvalidated {authKey.env = {};});
+        http = rawOf (unvalidated {authKey.http = httpFull;});
+        http-minimal = rawOf (unvalidated {authKey.http.url = "https://prov.lan:8443/key";});
+        http-plain-token-file = rawOf (unvalidated {
+          authKey.http = {
+            url = "http://10.0.2.2:8000/key";
+            allowPlainHttp = true;
+            bearerToken.file = "/run/secrets/prov-token";
+          };
+        });
+      }
+      // sources.configs
+      // examples.configs;
+    # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
+    # naming the field).
+    provisionerConfigs = provisioner.configs // examples.provisionerConfigs;
+    badProvisionerConfigs = provisioner.badConfigs;
     # A config the current agent must reject (health is reserved for a later version).
     healthConfig = rawOf (unvalidated {health.listen = "127.0.0.1:9090";});
     # The module's unit, rendered, and the instance keys the module adds to tailjoin-unit.json.
