@@ -163,7 +163,10 @@ impl LocalApiError {
 pub enum AgentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the auth key was rejected {attempts} time(s) by the control server: {reason}")]
+    #[error(
+        "the auth key was rejected {attempts} time(s) by the control server: {reason}{}",
+        rejection_hint(reason)
+    )]
     KeyRejected { attempts: u32, reason: String },
     #[error(transparent)]
     KeyUnavailable(#[from] SecretError),
@@ -177,6 +180,17 @@ pub enum AgentError {
     UnitMissing(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Advice for rejections whose cause is not the key itself.
+fn rejection_hint(reason: &str) -> &'static str {
+    if reason.contains("requested tags") {
+        "; headscale tags a node from its pre-auth key and refuses tags requested with one: \
+         drop advertise_tags and put the tags on the key (`headscale preauthkeys create --tags`, \
+         or a minting source)"
+    } else {
+        ""
+    }
 }
 
 impl AgentError {
@@ -211,6 +225,20 @@ impl AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_rejection_says_where_tags_belong() {
+        let e = AgentError::KeyRejected {
+            attempts: 2,
+            reason: "handling register with auth key: creating new node: requested tags [tag:a] are invalid or not permitted".into(),
+        };
+        assert!(e.to_string().contains("drop advertise_tags"), "{e}");
+        let e = AgentError::KeyRejected {
+            attempts: 2,
+            reason: "invalid pre auth key".into(),
+        };
+        assert!(!e.to_string().contains("advertise_tags"));
+    }
 
     #[test]
     fn config_errors_name_file_and_field() {

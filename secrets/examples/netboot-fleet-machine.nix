@@ -16,7 +16,8 @@
   services.tailjoin = {
     enable = true;
     loginServer = "https://headscale.example.com";
-    tags = ["tag:netboot"];
+    # No tags here: the provisioner mints keys that carry the tags, and headscale (0.29) refuses a
+    # registration with a pre-auth key that also requests tags.
     authKey.kernelCmdline = {
       keyUrl = "https://10.0.0.1:8443/v1/key";
       # The lab CA that signed the provisioner's certificate (public, so it may be in the image:

@@ -14,6 +14,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
+from leaks import ArgvWatcher  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def argv_watcher():
+    """Every process's argv, sampled every 20 ms for the whole session (for the leak tests)."""
+    with ArgvWatcher() as w:
+        yield w
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent import LEAK_EVIDENCE, agent_bin
 from keyserver import make_ca_and_server_cert
+from leaks import remember
 from peers import PeerError, free_port, log_tail
 
 
@@ -36,6 +37,8 @@ def credentials_dir(path: Path, **creds: str) -> Path:
     os.chmod(path, 0o700)
     for name, value in creds.items():
         owner_only(path / name.replace("_", "-"), value + "\n")
+        # Every line's first word is a secret (a key, an API key, a client secret, a boot token).
+        remember(*(line.split()[0] for line in value.splitlines() if line.strip() and not line.startswith("#")))
     return path
 
 
@@ -180,6 +183,7 @@ class FakeTailscaleAPI:
                         "--tags", ",".join(create["tags"]),
                     )
                     api.issued.append(k["key"])
+                    remember(k["key"], access_token)
                     return self._send(200, {"id": f"kFAKE{k['id']}", "key": k["key"],
                                             "created": "2026-11-21T00:00:00Z", "expires": "2026-11-21T01:00:00Z",
                                             "capabilities": doc["capabilities"], "description": doc.get("description")})

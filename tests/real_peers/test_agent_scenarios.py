@@ -63,44 +63,6 @@ def assert_joined(hs: peers.Headscale, ts: peers.Tailscaled) -> dict:
     return st
 
 
-class ArgvWatcher:
-    """Samples the command line of every process on the machine while the scenarios run."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.seen: set[bytes] = set()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        self.seen.add(f.read())
-                except OSError:
-                    continue
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def argv_watcher():
-    with ArgvWatcher() as w:
-        yield w
-
-
 @pytest.fixture(autouse=True)
 def _watch_argv(argv_watcher, request):
     yield

@@ -170,7 +170,10 @@ fn status_error(status: reqwest::StatusCode, body: &str, has_token: bool) -> Att
             false,
             "the server does not hand this machine a key: check its allowlist (MAC/IP) or the boot token",
         ),
-        404 => (false, "there is no key at this URL: check auth_key.http.url (or tailjoin.key_url= on the kernel command line)"),
+        404 => (
+            false,
+            "there is no key at this URL: check auth_key.http.url (or tailjoin.key_url= on the kernel command line)",
+        ),
         408 | 429 => (true, "the server is busy; tailjoin retries with backoff"),
         500..=599 => (true, "the server failed; tailjoin retries with backoff"),
         _ => (false, "the server refused the request"),

@@ -1,0 +1,76 @@
+"""Runs last. The two sources not exercised elsewhere against real peers (a systemd-style
+credential directory, an environment variable), then the leak test across ALL key sources:
+no secret any test handed out — pre-made keys (file, credential, env, HTTP), minted keys
+(headscale, Tailscale OAuth), API keys, OAuth client secrets, bearer and boot tokens — appears
+in the argv of any process (sampled every 20 ms all session), in agent or provisioner logs,
+status outputs, state files, status reports, error messages or audit logs. The store files the
+NixOS module renders are checked by tests/nix/check.sh (\"store leak\" checks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import test_agent_scenarios
+import test_http_key_source
+import test_minting
+import test_provisioner
+from agent import LEAK_EVIDENCE, Agent
+from leaks import SECRETS, remember
+from provisioner import credentials_dir
+
+SOURCES_RUN: list[str] = []
+
+
+def test_credential_source_joins(headscale, tailscaled_factory, tmp_path):
+    key = headscale.preauth_key(headscale.user_id)
+    creds = credentials_dir(tmp_path / "creds", tailscale_auth_key=key)
+    ts = tailscaled_factory("credsrc")
+    a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=tailscale-auth-key"],
+              env={"CREDENTIALS_DIRECTORY": str(creds)}).start()
+    assert a.wait_state("running", timeout=60)["key_source"] == "systemd credential tailscale-auth-key"
+    SOURCES_RUN.append("credential")
+
+
+def test_env_source_joins(headscale, tailscaled_factory, tmp_path):
+    key = headscale.preauth_key(headscale.user_id)
+    remember(key)
+    ts = tailscaled_factory("envsrc")
+    a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-env=TS_AUTH_KEY"],
+              env={"TS_AUTH_KEY": key}).start()
+    assert a.wait_state("running", timeout=60)["key_source"] == "environment variable TS_AUTH_KEY"
+    SOURCES_RUN.append("env")
+
+
+def test_zz_no_secret_from_any_source_leaked(argv_watcher, tmp_path_factory):
+    by_source = {
+        "file (scenarios)": test_agent_scenarios.KEYS,
+        "http": test_http_key_source.USED_KEYS,
+        "minted (headscale, oauth, provisioner)": test_minting.MINTED,
+        "boot tokens": list(test_provisioner.TOKENS.values()),
+        "credentials, env, API keys, client secrets": SECRETS,
+    }
+    empty = [name for name, values in by_source.items() if not values]
+    if empty or len(SOURCES_RUN) < 2:
+        pytest.fail(f"run the whole real-peer suite: no secrets recorded from {empty or SOURCES_RUN}", pytrace=False)
+    secrets = {s for values in by_source.values() for s in values if s}
+    assert len(secrets) >= 25 and argv_watcher.samples > 1000, (len(secrets), argv_watcher.samples)
+
+    haystacks: list[tuple[str, bytes]] = [(f"argv {argv[:120]!r}", argv) for argv in argv_watcher.seen]
+    files: set[Path] = {Path(f) for f in LEAK_EVIDENCE["files"]}
+    for d in LEAK_EVIDENCE["dirs"]:
+        if Path(d).exists():
+            files.update(p for p in Path(d).rglob("*") if p.is_file())
+    base = tmp_path_factory.getbasetemp()
+    for pattern in ("tailjoin.log", "provisioner.log", "status.json", "audit.jsonl", "used-boot-tokens"):
+        files.update(base.rglob(pattern))
+    haystacks += [(str(f), f.read_bytes()) for f in files if f.exists()]
+    haystacks += [("tailjoin status output", t.encode()) for t in LEAK_EVIDENCE["texts"]]
+    kinds = {Path(w).name for w, _ in haystacks}
+    for needed in ("tailjoin.log", "provisioner.log", "status.json", "audit.jsonl", "used-boot-tokens"):
+        assert needed in kinds, f"no {needed} was searched"
+
+    leaks = sorted({where for s in secrets for where, data in haystacks if s.encode() in data})
+    assert not leaks, f"secrets found in: {json.dumps(leaks, indent=1)}"
