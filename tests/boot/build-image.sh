@@ -4,14 +4,19 @@
 # modules/tailjoin-unit.json. The auth key is NOT in the image: it is handed to the guest
 # at boot as a systemd credential (see run_boot.py).
 #
-#   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR]
+#   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR] [--encrypted-credential]
 #
 #   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
 #   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
 #   --peers DIR    tailscaled + tailscale   [default: $TAILJOIN_PEERS_BIN, else tests/peers/build.sh]
+#   --encrypted-credential
+#                  the unit takes the key with LoadCredentialEncrypted= instead of LoadCredential=,
+#                  and the image gets a host credential secret (/var/lib/systemd/credential.secret,
+#                  made by the guest's own `systemd-creds setup`); a copy of it is kept beside the
+#                  image for encrypt-credential.sh
 #
 # Prints the image directory on its last line: disk.img (raw ext4, boot it with -snapshot),
-# vmlinuz, initrd.img, manifest.json.
+# vmlinuz, initrd.img, manifest.json (and credential.secret with --encrypted-credential).
 #
 # Two cached stages under ${TAILJOIN_CACHE:-~/.cache/tailjoin}/boot/:
 #   base-<hash>/     debootstrap tree + kernel + initramfs; the hash covers the suite, mirror,
@@ -28,12 +33,13 @@ cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
 die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-}
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
     --agent) agent=$2; shift 2 ;;
     --peers) peers=$2; shift 2 ;;
+    --encrypted-credential) encrypted=1; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -147,14 +153,18 @@ python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$config" || die "con
 "$agent" check-config "$config" >/dev/null || die "tailjoin check-config rejects $config"
 grep -qE 'tskey-|hskey-|"key"' "$config" && die "config $config seems to carry a key; the key must reach the guest as a credential only"
 
-# The same renderer tests/nix/check.sh compares the NixOS module's unit against.
+# The same renderer tests/nix/check.sh compares the NixOS module's unit against. The credential
+# directive is what the NixOS module writes for `authKey.credential = { source = null; }`, or
+# with `encrypted = true;` (LoadCredentialEncrypted=, same name, no path).
+cred_directive=LoadCredential
+[ "$encrypted" = 1 ] && cred_directive=LoadCredentialEncrypted
 python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
   --set "Service.ExecStart=/usr/local/bin/tailjoin run --config /etc/tailjoin/config.json" \
-  --set "Service.LoadCredential=tailscale-auth-key" \
+  --set "Service.$cred_directive=tailscale-auth-key" \
   -o "$tmpdir/tailjoin.service"
 
 image_key=$( {
-  echo "$base_key"
+  echo "$base_key encrypted=$encrypted"
   sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
   hash_files guest/image
   sed -n '/^# >>> image stage/,/^# <<< image stage/p' "$0"
@@ -175,6 +185,17 @@ build_image() {
   install -D -m 0644 "$config" "$r/etc/tailjoin/config.json"
   install -D -m 0644 "$tmpdir/tailjoin.service" "$r/etc/systemd/system/tailjoin.service"
   cp -a "$here/guest/image/." "$r/"
+  if [ "$encrypted" = 1 ]; then
+    # The machine's host key for `systemd-creds encrypt --with-key=host`, made by the guest's
+    # own systemd-creds for the guest's machine id (the secret records it, and systemd-creds
+    # replaces a secret made for another machine id). A new file (mode 0400, one link), not
+    # one of the base tree's hard links. The copy beside the image is what a provisioner keeps.
+    chroot "$r" systemd-creds setup >"$stage/credential-setup.log" 2>&1 \
+      || die "systemd-creds setup failed in the image: $(cat "$stage/credential-setup.log")"
+    [ "$(stat -c '%a %h' "$r/var/lib/systemd/credential.secret")" = "400 1" ] \
+      || die "credential.secret in the image is not mode 0400 with one link"
+    install -m 0400 "$r/var/lib/systemd/credential.secret" "$stage/credential.secret"
+  fi
   # The agent must run on the guest's libc (an agent built on a newer distribution may not).
   chroot "$r" /usr/local/bin/tailjoin --version >/dev/null 2>"$stage/agent-check.log" \
     || die "the agent $agent does not run in Debian $suite: $(cat "$stage/agent-check.log"); build it on $suite or link it statically"
@@ -208,6 +229,7 @@ json.dump({
   "disk_used_bytes": $(du -B1 "$stage/disk.img" | cut -f1),
   "image_seconds": round(($(date +%s%N) - $t0) / 1e9, 2),
   "agent": "$agent", "peers": "$peers",
+  "credential": "encrypted" if $encrypted else "plain", "base_rootfs": "$base/rootfs",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
   rm -rf "$out"

@@ -5,9 +5,11 @@ The guest (tests/boot/guest/image) writes its evidence to its second serial port
 serial port is the console. The disk is used with -snapshot, so one image serves any number
 of boots and every boot starts from the same state. The auth key reaches the guest as a
 systemd system credential through SMBIOS type 11 (or fw_cfg) read from a 0600 file, so it is
-neither in the image nor on qemu's command line.
+neither in the image nor on qemu's command line. With an image built with
+`build-image.sh --encrypted-credential`, the credential is the key encrypted for that image's
+host secret (`systemd-creds encrypt --with-key=host`, see encrypt-credential.sh) instead.
 
-    run_boot.py --image DIR --key-file FILE [--scenario normal] [--out DIR]
+    run_boot.py --image DIR --key-file FILE [--scenario normal] [--encrypt] [--out DIR]
 
 Environment: TAILJOIN_BOOT_ACCEL=kvm|tcg forces the accelerator (default: KVM only when the
 CPU shows vmx/svm and /dev/kvm opens, else TCG); TAILJOIN_BOOT_CRED=smbios|fw_cfg.
@@ -137,6 +139,19 @@ def parse_serial(text: str) -> tuple[dict[str, str], bool, bool]:
     return sections, hello, done
 
 
+def encrypt_credential(image: Path, plaintext: str, name: str = CREDENTIAL) -> str:
+    """`systemd-creds encrypt --with-key=host --name=NAME` of `plaintext` for `image` (built with
+    --encrypted-credential), by the guest's own systemd-creds; returns the base64 text with its
+    line breaks removed (systemd decodes it ignoring whitespace). The plaintext goes on stdin."""
+    r = subprocess.run(
+        [str(HERE / "encrypt-credential.sh"), str(image), name],
+        input=plaintext, capture_output=True, text=True,
+    )
+    if r.returncode != 0 or not r.stdout.strip():
+        raise BootError(f"encrypt-credential.sh failed ({r.returncode}): {r.stderr.strip()}")
+    return "".join(r.stdout.split())
+
+
 def boot(
     image: Path,
     run_dir: Path,
@@ -149,9 +164,12 @@ def boot(
     smp: int = 2,
     events: list[tuple[str | None, float, Callable[[], None]]] | None = None,
     on_done: Callable[[BootResult], None] | None = None,
+    credential: str | None = None,
 ) -> BootResult:
-    """Boot once. `events` are (marker, seconds, fn): fn runs `seconds` after the guest wrote a
-    line starting with `marker` on the results port (None: after qemu started), e.g.
+    """Boot once. `credential` is the system credential's value (default: `key` itself; the
+    ciphertext from encrypt_credential() for an --encrypted-credential image). `events` are
+    (marker, seconds, fn): fn runs `seconds` after the guest wrote a line starting with
+    `marker` on the results port (None: after qemu started), e.g.
     ("TJ-TAILJOIN-STARTED", 25, start_headscale);
     `on_done(result)` runs once the guest has reported and is still up (for host-side checks
     such as headscale listing the node online); then qemu is stopped."""
@@ -168,8 +186,9 @@ def boot(
     method = os.environ.get("TAILJOIN_BOOT_CRED", "smbios")
     cred = run_dir / "credential"
     fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    value = key if credential is None else credential
     with os.fdopen(fd, "w") as f:
-        f.write(f"io.systemd.credential:{CREDENTIAL}={key}" if method == "smbios" else key)
+        f.write(f"io.systemd.credential:{CREDENTIAL}={value}" if method == "smbios" else value)
     if method == "smbios":
         cred_args = ["-smbios", f"type=11,path={cred}"]
     elif method == "fw_cfg":
@@ -259,13 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, required=True, help="directory printed by build-image.sh")
     ap.add_argument("--key-file", type=Path, required=True, help="file holding the auth key")
     ap.add_argument("--scenario", default="normal")
+    ap.add_argument("--encrypt", action="store_true",
+                    help="pass the key encrypted for the image's host secret (image built with "
+                         "--encrypted-credential; use with --scenario encrypted-credential)")
     ap.add_argument("--out", type=Path, default=Path("boot-run"))
     ap.add_argument("--wait", type=int, default=180)
     ap.add_argument("--hold", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=420)
     a = ap.parse_args(argv)
     key = a.key_file.read_text().strip()
-    r = boot(a.image, a.out, key, a.scenario, a.wait, a.hold, a.timeout)
+    cred = encrypt_credential(a.image, key) if a.encrypt else None
+    r = boot(a.image, a.out, key, a.scenario, a.wait, a.hold, a.timeout, credential=cred)
     print(json.dumps({"accel": r.accel, "seconds": r.seconds, "done_at": r.done_at, "checks": r.checks,
                       "show": r.show()}, indent=1))
     print(r.sections.get("security", "").strip().splitlines()[-1:] or "no security section")

@@ -9,7 +9,8 @@ Inputs (environment):
   TAILJOIN_PEERS_BIN  directory with tailscaled, tailscale, headscale (tests/peers/build.sh)
   TAILJOIN_CACHE      cache root [~/.cache/tailjoin]; the image lives under boot/
   TAILJOIN_BOOT_OUT   where each boot's console, results and sections are kept [pytest tmp]
-  TAILJOIN_BOOT_SCENARIOS  comma-separated subset of normal,tailscaled-late,headscale-late
+  TAILJOIN_BOOT_SCENARIOS  comma-separated subset of
+                      normal,tailscaled-late,headscale-late,encrypted-credential [all]
   TAILJOIN_BOOT_HEADSCALE_DELAY  seconds headscale stays down after tailjoin started [25]
 
 Every measured number is printed (run pytest with -s to see it live) and written to
@@ -18,7 +19,9 @@ $TAILJOIN_BOOT_OUT/measurements.json.
 
 from __future__ import annotations
 
+import base64
 import json
+import mmap
 import os
 import re
 import subprocess
@@ -52,6 +55,9 @@ DOCUMENTED_FIELDS = [
     "TAILJOIN_TIME_TO_JOIN_MS",
 ]
 HOSTNAME = "bootvm"
+# The first 16 bytes of a credential sealed with the host key only (`--with-key=host`):
+# CRED_AES256_GCM_BY_HOST in systemd 252's src/shared/creds-util.h.
+CRED_AES256_GCM_BY_HOST = bytes.fromhex("5a1c6a86df9d4096b1d5a65e0862f19a")
 MEASUREMENTS: dict = {}
 
 
@@ -119,8 +125,7 @@ def headscale(peers_bin, out_root):
         hs.stop()
 
 
-@pytest.fixture(scope="session")
-def image(headscale, peers_bin, out_root) -> Path:
+def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image") -> Path:
     if os.geteuid() != 0:
         pytest.fail("the boot test builds a root file system with debootstrap and needs root", pytrace=False)
     try:
@@ -139,18 +144,30 @@ def image(headscale, peers_bin, out_root) -> Path:
     env = dict(os.environ, TAILJOIN_PEERS_BIN=str(peers_bin))
     t0 = time.monotonic()
     r = subprocess.run(
-        [str(HERE / "build-image.sh"), "--config", str(config)],
+        [str(HERE / "build-image.sh"), "--config", str(config), *flags],
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
     )
     if r.returncode != 0:
-        pytest.fail(f"build-image.sh failed ({r.returncode}):\n{r.stderr[-4000:]}", pytrace=False)
+        pytest.fail(f"build-image.sh {' '.join(flags)} failed ({r.returncode}):\n{r.stderr[-4000:]}", pytrace=False)
     path = Path(r.stdout.strip().splitlines()[-1])
     manifest = json.loads((path / "manifest.json").read_text())
-    note("image_build_seconds_this_run", round(time.monotonic() - t0, 1))
-    note("image", {k: manifest[k] for k in (
+    note(f"{label}_build_seconds_this_run", round(time.monotonic() - t0, 1))
+    note(label, {k: manifest[k] for k in (
         "systemd", "kernel", "debootstrap_seconds", "base_seconds", "rootfs_mb", "disk_bytes",
         "disk_used_bytes", "image_seconds")})
     return path
+
+
+@pytest.fixture(scope="session")
+def image(headscale, peers_bin, out_root) -> Path:
+    """The image every scenario but encrypted-credential boots: LoadCredential=tailscale-auth-key."""
+    return build_image(headscale, peers_bin, out_root)
+
+
+@pytest.fixture(scope="session")
+def encrypted_image(headscale, peers_bin, out_root) -> Path:
+    """Same inputs, but LoadCredentialEncrypted=tailscale-auth-key and a host credential secret."""
+    return build_image(headscale, peers_bin, out_root, "--encrypted-credential", label="encrypted_image")
 
 
 # --------------------------------------------------------------------------- checks
@@ -272,6 +289,9 @@ def test_normal_boot(image, headscale, out_root):
     entry = assert_joined(res, headscale, key, "normal")
     measure(res, entry, "normal")
     assert res.show().get("NRestarts") == "0", res.show()
+    cred = res.show("unit-credential")
+    assert cred.get("LoadCredential") == 'a(ss) 1 "tailscale-auth-key" "tailscale-auth-key"', cred
+    assert cred.get("LoadCredentialEncrypted") == "a(ss) 0", cred
 
 
 @pytest.mark.skipif(not selected("tailscaled-late"), reason="not in TAILJOIN_BOOT_SCENARIOS")
@@ -330,3 +350,70 @@ def test_headscale_unreachable_at_boot(image, headscale, out_root):
         [(e.get("TAILJOIN_STATE"), e.get("MESSAGE")) for e in journal])
     note("headscale-late.reports_before_join",
          [(e.get("TAILJOIN_STATE"), e.get("TAILJOIN_ERROR_KIND"), e.get("MESSAGE")) for e in reported][:5])
+
+
+def file_contains(path: Path, needle: bytes) -> bool:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(needle) >= 0
+
+
+@pytest.mark.skipif(not selected("encrypted-credential"), reason="not in TAILJOIN_BOOT_SCENARIOS")
+def test_encrypted_credential(encrypted_image, headscale, out_root):
+    """The key reaches the guest only encrypted: `systemd-creds encrypt --with-key=host` against
+    the image's host secret (by the guest's own systemd-creds, see encrypt-credential.sh), passed
+    as the SMBIOS system credential; systemd 252 decrypts it for the unit's
+    `LoadCredentialEncrypted=tailscale-auth-key` (no path: it searches the credstore.encrypted
+    directories, then the system credentials). tailjoin reads the plaintext from
+    $CREDENTIALS_DIRECTORY as always, and joins."""
+    scenario = "encrypted-credential"
+    key = headscale.preauth_key(headscale.user_id)
+    t0 = time.monotonic()
+    try:
+        blob = run_boot.encrypt_credential(encrypted_image, key)
+    except run_boot.BootError as e:
+        pytest.fail(str(e), pytrace=False)
+    note(f"{scenario}.encrypt_seconds", round(time.monotonic() - t0, 2))
+    raw = base64.b64decode(blob, validate=True)
+    note(f"{scenario}.ciphertext_bytes", len(raw))
+    assert raw[:16] == CRED_AES256_GCM_BY_HOST, f"not sealed with the host key only: {raw[:16].hex()}"
+    assert key not in blob and key.encode() not in raw, "the key is in the ciphertext"
+
+    run_dir = out_root / scenario
+    delivered: dict[str, bool] = {}
+
+    def check_delivered():
+        # Everything qemu reads, while it runs: the credential file (SMBIOS, or fw_cfg with
+        # TAILJOIN_BOOT_CRED=fw_cfg), disk, kernel, initrd.
+        cred = run_dir / "credential"
+        assert cred.read_text() in (f"io.systemd.credential:{run_boot.CREDENTIAL}={blob}", blob), \
+            "the credential file is not the ciphertext"
+        for p in (cred, encrypted_image / "disk.img", encrypted_image / "vmlinuz", encrypted_image / "initrd.img"):
+            delivered[p.name] = file_contains(p, key.encode())
+
+    res = boot_and_check_online(encrypted_image, headscale, out_root, scenario, key, credential=blob,
+                                events=[(None, 0, check_delivered)])
+    ctx = f"(scenario {scenario}; evidence in {res.run_dir})"
+    assert delivered and not any(delivered.values()), f"the plaintext key is in a file handed to qemu: {delivered}"
+    checks = res.checks
+    # The unit asked for an encrypted credential, and PID 1 has it that way.
+    cred = res.show("unit-credential")
+    assert cred.get("unit-file: LoadCredentialEncrypted") == "tailscale-auth-key", f"unit file {ctx}: {cred}"
+    assert not any(k.startswith("unit-file: LoadCredential") and k != "unit-file: LoadCredentialEncrypted"
+                   for k in cred), f"unit file also has LoadCredential= {ctx}: {cred}"
+    assert cred.get("LoadCredentialEncrypted") == 'a(ss) 1 "tailscale-auth-key" "tailscale-auth-key"', cred
+    assert cred.get("LoadCredential") == "a(ss) 0", cred
+    # The guest received ciphertext only; systemd decrypted it into the unit's credentials.
+    assert checks.get("key_source") == "/run/credentials/tailjoin.service/tailscale-auth-key", checks
+    assert checks.get("service_credential") == "present", f"systemd did not decrypt the credential {ctx}: {checks}"
+    assert checks.get("system_credential_holds_key") == "0", f"the delivered credential holds the key {ctx}: {checks}"
+    assert checks.get("system_credential_decrypts_to_key") == "1", f"ciphertext does not decrypt to the unit's key {ctx}: {checks}"
+    assert checks.get("decrypts_under_other_name") == "0", f"the ciphertext is not bound to its name {ctx}: {checks}"
+    assert checks.get("host_secret") == "400 root 1", f"host secret {ctx}: {checks}"
+    # Joined, with the shared checks: key in no journal entry, argv, environment or file, etc.
+    entry = assert_joined(res, headscale, key, scenario)
+    measure(res, entry, scenario)
+    assert res.show().get("NRestarts") == "0", res.show()
+    note(f"{scenario}.delivered_files_with_key", delivered)
