@@ -919,10 +919,15 @@ in {
     health = mkOption {
       type = types.attrsOf types.anything;
       default = {};
+      example = {
+        listen = "127.0.0.1:9901";
+        textfile = "/var/lib/prometheus-node-exporter-text-files/tailjoin.prom";
+      };
       description = ''
         Health reporting settings, passed through to the agent's config as `health` when not
-        empty. Reserved for a later agent version: the current agent rejects the field, and the
-        build-time check says so.
+        empty: `listen` (IP:PORT of the `/healthz` and `/metrics` listener, off by default) and
+        `textfile` (a node_exporter textfile-collector file, rewritten on every transition; its
+        directory is made writable for the unit). Unknown settings fail the build-time check.
       '';
     };
 
@@ -1210,6 +1215,9 @@ in {
         // credentialKeys
         // lib.optionalAttrs (oneSource && key.env != null && key.env.environmentFile != null) {
           EnvironmentFile = toString key.env.environmentFile;
+        }
+        // lib.optionalAttrs ((cfg.health.textfile or null) != null) {
+          ReadWritePaths = [(dirOf (toString cfg.health.textfile))];
         }
         # ProcSubset=pid hides /proc/cmdline, which the kernel command line source reads, and
         # /proc/sys (hostname, boot id), which a POST sends as the machine's identity.

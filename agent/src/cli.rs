@@ -195,6 +195,12 @@ pub struct RunArgs {
     /// Seconds to wait for those units before giving up [default: 300].
     #[arg(long, env = "TAILJOIN_UNITS_TIMEOUT")]
     pub units_timeout: Option<u64>,
+    /// Serve /healthz and /metrics on this IP:PORT [default: off].
+    #[arg(long, env = "TAILJOIN_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
+    /// Write the metrics to this node_exporter textfile-collector file (*.prom) [default: off].
+    #[arg(long, env = "TAILJOIN_HEALTH_TEXTFILE")]
+    pub health_textfile: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -266,6 +272,12 @@ impl RunArgs {
             tailscaled_unit: self.tailscaled_unit.clone(),
             wait_for_units: self.wait_for_units.clone(),
             units_timeout_secs: self.units_timeout,
+            health: (self.health_listen.is_some() || self.health_textfile.is_some()).then(|| {
+                crate::config::RawHealth {
+                    listen: self.health_listen.clone(),
+                    textfile: self.health_textfile.clone(),
+                }
+            }),
         }
     }
 }

@@ -142,7 +142,9 @@ pub fn is_key_rejection(message: &str) -> bool {
         "pre-auth key",
         "invalid key",
     ];
-    const REFUSALS: [&str; 9] = [
+    const REFUSALS: [&str; 11] = [
+        "failed to parse",
+        "too short",
         "invalid",
         "expired",
         "already used",
@@ -786,6 +788,8 @@ mod tests {
             "authkey already used",
             "authkey expired",
             "handling register with auth key: invalid auth key: crypto/bcrypt: hashedPassword is not the hash of the given password",
+            // a malformed hskey-auth-… key (seen in tests/real_peers/test_health_pull.py):
+            "handling register with auth key: failed to parse auth-key: key too short, expected at least 77 chars after prefix, got 53",
             // Tailscale's control server:
             "invalid key: authkey not found",
             "invalid key: unable to validate API key",

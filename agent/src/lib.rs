@@ -129,8 +129,22 @@ fn run(args: &RunArgs) -> u8 {
             return exit::INTERNAL;
         }
     };
-    let result: Result<(), AgentError> =
-        rt.block_on(async { agent::Agent::new(settings, keys, reporter)?.run().await });
+    let reporter = reporter.with_textfile(settings.health.textfile.clone());
+    let shared = reporter.shared();
+    let listen = settings.health.listen;
+    let result: Result<(), AgentError> = rt.block_on(async {
+        if let Some(addr) = listen {
+            // Never in the way of joining: a listener that cannot start is reported and skipped.
+            tokio::spawn(async move {
+                if let Err(e) = report::listener::serve(addr, shared).await {
+                    tracing::error!(
+                        "health listener on {addr} cannot start: {e}; joining continues without it"
+                    );
+                }
+            });
+        }
+        agent::Agent::new(settings, keys, reporter)?.run().await
+    });
     match result {
         Ok(()) => exit::OK,
         Err(e) => {

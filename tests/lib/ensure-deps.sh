@@ -5,7 +5,7 @@
 #   Go >= 1.26.4    to build the pinned tailscale and headscale (tests/peers/build.sh);
 #                   fetched as a toolchain module from the Go module proxy when absent or old
 #   cargo (Rust)    to build the agent; edition 2024 needs Rust >= 1.85
-#   python3+pytest  the real-peer test runner
+#   python3+pytest  the real-peer test runner (+ prometheus_client, a real metrics parser)
 #   openssl         makes the throwaway CA for the HTTPS key-source tests
 
 tj_die() { echo "tests/lib/ensure-deps.sh: $*" >&2; exit 1; }
@@ -74,7 +74,17 @@ tj_ensure_python() {
   python3 -c 'import pytest' 2>/dev/null || tj_die "cannot install pytest"
 }
 
+# prometheus_client's text-format parser checks /metrics in the real-peer suite.
+tj_ensure_prometheus_parser() {
+  python3 -c 'import prometheus_client.parser' 2>/dev/null && return 0
+  python3 -m pip install -q prometheus_client 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages prometheus_client \
+    || tj_apt python3-prometheus-client
+  python3 -c 'import prometheus_client.parser' 2>/dev/null || tj_die "cannot install prometheus_client"
+}
+
 tj_ensure_go
 tj_ensure_rust
 tj_ensure_python
+tj_ensure_prometheus_parser
 command -v openssl >/dev/null 2>&1 || tj_apt openssl

@@ -248,8 +248,8 @@ EOF
       done
       out=$("$TJ" check-config "$work/health.json" 2>&1)
       rc=$?
-      if [ $rc = 2 ] && grep -q health <<<"$out"; then
-        pass "tailjoin check-config rejects health (reserved) naming the field, exit 2"
+      if [ $rc = 2 ] && grep -q "health" <<<"$out" && grep -q webhook <<<"$out"; then
+        pass "tailjoin check-config rejects an unknown health setting (health.webhook) naming it, exit 2"
       else
         fail "tailjoin check-config rejects health naming the field, exit 2 (got $rc)" "$out"
       fi

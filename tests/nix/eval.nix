@@ -404,6 +404,11 @@ let
       in
         j.retry.max_attempts == 42 && j.retry.key_attempts == 2 && j.health == {listen = "127.0.0.1:9090";} && !(defaultJSON ? health))
       null)
+    (test "health.textfile makes only its directory writable for the hardened unit"
+      ((unvalidated {health.textfile = "/var/lib/prom-text/tailjoin.prom";}).systemd.services.tailjoin.serviceConfig.ReadWritePaths
+        == ["/var/lib/prom-text"]
+        && !((unvalidated {}).systemd.services.tailjoin.serviceConfig ? ReadWritePaths))
+      null)
     (test "the config is validated at build time with tailjoin check-config"
       (let
         f = tj.configFile;
@@ -698,8 +703,9 @@ in {
     # naming the field).
     provisionerConfigs = provisioner.configs // examples.provisionerConfigs;
     badProvisionerConfigs = provisioner.badConfigs;
-    # A config the current agent must reject (health is reserved for a later version).
-    healthConfig = rawOf (unvalidated {health.listen = "127.0.0.1:9090";});
+    # A health setting the current agent does not know yet (push reporters come later): it must
+    # be rejected with the field named, not ignored.
+    healthConfig = rawOf (unvalidated {health.webhook = "https://hooks.example/fake";});
     # The module's unit, rendered, and the instance keys the module adds to tailjoin-unit.json.
     unitText = renderUnit svc;
     instance = builtins.removeAttrs svc.serviceConfig (builtins.attrNames unitSpec.service);

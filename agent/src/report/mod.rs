@@ -1,6 +1,8 @@
 //! Health reporting on every transition: one journal entry with structured fields, systemd's
 //! status line (and `READY=1` at the first Running), and the status file.
 
+pub mod listener;
+pub mod metrics;
 pub mod sd_notify;
 pub mod status_file;
 pub mod time;
@@ -28,6 +30,12 @@ pub struct Transition {
 pub struct Reporter {
     notifier: Notifier,
     state_dir: PathBuf,
+    /// What the health listener serves.
+    shared: listener::Shared,
+    counters: metrics::Counters,
+    /// node_exporter textfile-collector file, rewritten on every transition.
+    textfile: Option<PathBuf>,
+    textfile_warned: bool,
     started: Instant,
     report: StatusReport,
     ready_sent: bool,
@@ -42,29 +50,49 @@ impl Reporter {
         key_source: String,
     ) -> Self {
         let now = SystemTime::now();
+        let report = StatusReport {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            started_at: time::rfc3339(now),
+            state: Phase::Starting,
+            previous_state: None,
+            summary: "starting".into(),
+            since: time::rfc3339(now),
+            backend_state: None,
+            login_server,
+            key_source,
+            node: None,
+            time_to_join_ms: None,
+            joins: 0,
+            error: None,
+        };
+        let counters = metrics::Counters {
+            last_transition_ms: time::unix_ms(now),
+            ..Default::default()
+        };
         Reporter {
             notifier,
             state_dir,
+            shared: std::sync::Arc::new(std::sync::Mutex::new((report.clone(), counters.clone()))),
+            counters,
+            textfile: None,
+            textfile_warned: false,
             started: Instant::now(),
-            report: StatusReport {
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-                started_at: time::rfc3339(now),
-                state: Phase::Starting,
-                previous_state: None,
-                summary: "starting".into(),
-                since: time::rfc3339(now),
-                backend_state: None,
-                login_server,
-                key_source,
-                node: None,
-                time_to_join_ms: None,
-                joins: 0,
-                error: None,
-            },
+            report,
             ready_sent: false,
             status_file_warned: false,
         }
+    }
+
+    /// Also writes the metrics to `path` (node_exporter's textfile collector) on every transition.
+    pub fn with_textfile(mut self, path: Option<PathBuf>) -> Self {
+        self.textfile = path;
+        self
+    }
+
+    /// The state the health listener serves.
+    pub fn shared(&self) -> listener::Shared {
+        self.shared.clone()
     }
 
     pub fn elapsed_ms(&self) -> u64 {
@@ -98,8 +126,18 @@ impl Reporter {
         self.report.summary = t.summary.clone();
         self.report.since = time::rfc3339(SystemTime::now());
         self.report.backend_state = t.backend.map(|b| b.name().to_owned());
+        if let Some(err) = &t.error {
+            if self.report.error.as_ref() != Some(err) {
+                *self.counters.failures.entry(err.kind.clone()).or_default() += 1;
+            }
+        }
+        self.counters.last_transition_ms = time::unix_ms(SystemTime::now());
         self.report.node = t.node.clone();
         self.report.error = t.error.clone();
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = (self.report.clone(), self.counters.clone());
+        }
+        self.write_textfile();
 
         self.log(&t, prev, elapsed_ms);
         self.notify(&t);
@@ -110,6 +148,17 @@ impl Reporter {
                     "cannot write the status file in {}: {e}; `tailjoin status` will not see this agent",
                     self.state_dir.display()
                 );
+            }
+        }
+    }
+
+    fn write_textfile(&mut self) {
+        let Some(path) = &self.textfile else { return };
+        let text = metrics::render(&self.report, &self.counters);
+        if let Err(e) = status_file::write_atomically(path, text.as_bytes()) {
+            if !self.textfile_warned {
+                self.textfile_warned = true;
+                tracing::warn!("cannot write the metrics textfile {}: {e}", path.display());
             }
         }
     }

@@ -39,6 +39,23 @@ pub struct ErrorReport {
     pub message: String,
 }
 
+/// Replaces `path` with `bytes` atomically (a temporary file in the same directory, then a
+/// rename), mode 0644: for files without secrets that others read (the metrics textfile).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
