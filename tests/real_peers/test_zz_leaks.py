@@ -3,7 +3,7 @@ credential directory, an environment variable), then the leak test across ALL ke
 no secret any test handed out — pre-made keys (file, credential, env, HTTP), minted keys
 (headscale, Tailscale OAuth), API keys, OAuth client secrets, bearer and boot tokens — appears
 in the argv of any process (sampled every 20 ms all session), in agent or provisioner logs,
-status outputs, state files, status reports, error messages or audit logs. The store files the
+status outputs, state files, status reports and metrics textfiles, error messages or audit logs. The store files the
 NixOS module renders are checked by tests/nix/check.sh (\"store leak\" checks)."""
 
 from __future__ import annotations
@@ -64,13 +64,14 @@ def test_zz_no_secret_from_any_source_leaked(argv_watcher, tmp_path_factory):
         if Path(d).exists():
             files.update(p for p in Path(d).rglob("*") if p.is_file())
     base = tmp_path_factory.getbasetemp()
-    for pattern in ("tailjoin.log", "provisioner.log", "status.json", "audit.jsonl", "used-boot-tokens"):
+    for pattern in ("tailjoin.log", "provisioner.log", "status.json", "audit.jsonl", "used-boot-tokens", "*.prom"):
         files.update(base.rglob(pattern))
     haystacks += [(str(f), f.read_bytes()) for f in files if f.exists()]
     haystacks += [("tailjoin status output", t.encode()) for t in LEAK_EVIDENCE["texts"]]
     kinds = {Path(w).name for w, _ in haystacks}
     for needed in ("tailjoin.log", "provisioner.log", "status.json", "audit.jsonl", "used-boot-tokens"):
         assert needed in kinds, f"no {needed} was searched"
+    assert any(k.endswith(".prom") for k in kinds), "no metrics textfile was searched"
 
     leaks = sorted({where for s in secrets for where, data in haystacks if s.encode() in data})
     assert not leaks, f"secrets found in: {json.dumps(leaks, indent=1)}"
