@@ -5,6 +5,7 @@
 # at boot as a systemd credential (see run_boot.py).
 #
 #   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR] [--encrypted-credential]
+#                             [--provisioner-ca PEM]
 #
 #   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
 #   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
@@ -14,6 +15,12 @@
 #                  and the image gets a host credential secret (/var/lib/systemd/credential.secret,
 #                  made by the guest's own `systemd-creds setup`); a copy of it is kept beside the
 #                  image for encrypt-credential.sh
+#   --provisioner-ca PEM
+#                  the netboot image: no key at all, the config's key source is kernel_cmdline
+#                  (tailjoin.key_url= and tailjoin.boot_token= on the kernel command line), so the
+#                  unit gets no credential directive but ProcSubset=all (what the NixOS module
+#                  sets for that source: ProcSubset=pid hides /proc/cmdline and /proc/sys); PEM,
+#                  the provisioner's CA certificate (public), goes to /etc/tailjoin/prov-ca.pem
 #
 # Prints the image directory on its last line: disk.img (raw ext4, boot it with -snapshot),
 # vmlinuz, initrd.img, manifest.json (and credential.secret with --encrypted-credential).
@@ -33,13 +40,14 @@ cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
 die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca=""
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
     --agent) agent=$2; shift 2 ;;
     --peers) peers=$2; shift 2 ;;
     --encrypted-credential) encrypted=1; shift ;;
+    --provisioner-ca) prov_ca=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -152,20 +160,32 @@ fi
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$config" || die "config $config is not JSON"
 "$agent" check-config "$config" >/dev/null || die "tailjoin check-config rejects $config"
 grep -qE 'tskey-|hskey-|"key"' "$config" && die "config $config seems to carry a key; the key must reach the guest as a credential only"
+if [ -n "$prov_ca" ]; then
+  [ "$encrypted" = 0 ] || die "--provisioner-ca and --encrypted-credential do not go together"
+  grep -q 'BEGIN CERTIFICATE' "$prov_ca" 2>/dev/null || die "--provisioner-ca $prov_ca is not a PEM certificate"
+  grep -q 'PRIVATE KEY' "$prov_ca" && die "--provisioner-ca $prov_ca holds a private key; only the CA certificate goes into the image"
+  grep -q '"kernel_cmdline"' "$config" || die "--provisioner-ca wants a config whose auth_key is kernel_cmdline"
+fi
 
 # The same renderer tests/nix/check.sh compares the NixOS module's unit against. The credential
 # directive is what the NixOS module writes for `authKey.credential = { source = null; }`, or
 # with `encrypted = true;` (LoadCredentialEncrypted=, same name, no path).
 cred_directive=LoadCredential
 [ "$encrypted" = 1 ] && cred_directive=LoadCredentialEncrypted
+# With --provisioner-ca (the kernel_cmdline source) no credential at all, and ProcSubset=all as
+# the NixOS module sets for that source; render-unit.py appends it after the JSON's
+# ProcSubset=pid, and the last assignment wins (the guest checks `systemctl show -p ProcSubset`).
+unit_sets=(--set "Service.$cred_directive=tailscale-auth-key")
+[ -n "$prov_ca" ] && unit_sets=(--set "Service.ProcSubset=all")
 python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
   --set "Service.ExecStart=/usr/local/bin/tailjoin run --config /etc/tailjoin/config.json" \
-  --set "Service.$cred_directive=tailscale-auth-key" \
+  "${unit_sets[@]}" \
   -o "$tmpdir/tailjoin.service"
 
 image_key=$( {
   echo "$base_key encrypted=$encrypted"
   sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
+  [ -z "$prov_ca" ] || sha256sum "$prov_ca" | cut -d' ' -f1
   hash_files guest/image
   sed -n '/^# >>> image stage/,/^# <<< image stage/p' "$0"
 } | sha256sum | cut -c1-16)
@@ -185,6 +205,8 @@ build_image() {
   install -D -m 0644 "$config" "$r/etc/tailjoin/config.json"
   install -D -m 0644 "$tmpdir/tailjoin.service" "$r/etc/systemd/system/tailjoin.service"
   cp -a "$here/guest/image/." "$r/"
+  # The provisioner's CA certificate (public) for the kernel_cmdline source's ca_file.
+  [ -z "$prov_ca" ] || install -D -m 0644 "$prov_ca" "$r/etc/tailjoin/prov-ca.pem"
   if [ "$encrypted" = 1 ]; then
     # The machine's host key for `systemd-creds encrypt --with-key=host`, made by the guest's
     # own systemd-creds for the guest's machine id (the secret records it, and systemd-creds
@@ -229,7 +251,8 @@ json.dump({
   "disk_used_bytes": $(du -B1 "$stage/disk.img" | cut -f1),
   "image_seconds": round(($(date +%s%N) - $t0) / 1e9, 2),
   "agent": "$agent", "peers": "$peers",
-  "credential": "encrypted" if $encrypted else "plain", "base_rootfs": "$base/rootfs",
+  "credential": "none (kernel_cmdline)" if "$prov_ca" else "encrypted" if $encrypted else "plain",
+  "base_rootfs": "$base/rootfs",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
   rm -rf "$out"

@@ -8,6 +8,9 @@ systemd system credential through SMBIOS type 11 (or fw_cfg) read from a 0600 fi
 neither in the image nor on qemu's command line. With an image built with
 `build-image.sh --encrypted-credential`, the credential is the key encrypted for that image's
 host secret (`systemd-creds encrypt --with-key=host`, see encrypt-credential.sh) instead.
+With no key at all (the netboot flow, scenario `provisioned`), no credential is passed; the
+kernel command line then carries `tailjoin.key_url=` and a one-time `tailjoin.boot_token=`
+(`extra_append`), and the NIC gets a fixed MAC (`mac`) the provisioner allows.
 
     run_boot.py --image DIR --key-file FILE [--scenario normal] [--encrypt] [--out DIR]
 
@@ -155,7 +158,7 @@ def encrypt_credential(image: Path, plaintext: str, name: str = CREDENTIAL) -> s
 def boot(
     image: Path,
     run_dir: Path,
-    key: str,
+    key: str | None,
     scenario: str = "normal",
     wait: int = 180,
     hold: int = 60,
@@ -165,12 +168,16 @@ def boot(
     events: list[tuple[str | None, float, Callable[[], None]]] | None = None,
     on_done: Callable[[BootResult], None] | None = None,
     credential: str | None = None,
+    extra_append: str = "",
+    mac: str | None = None,
 ) -> BootResult:
     """Boot once. `credential` is the system credential's value (default: `key` itself; the
     ciphertext from encrypt_credential() for an --encrypted-credential image). `events` are
     (marker, seconds, fn): fn runs `seconds` after the guest wrote a line starting with
     `marker` on the results port (None: after qemu started), e.g.
     ("TJ-TAILJOIN-STARTED", 25, start_headscale);
+    `key` None with no `credential`: no credential at all. `extra_append` goes on the kernel
+    command line, `mac` onto the virtio NIC (default: qemu's own);
     `on_done(result)` runs once the guest has reported and is still up (for host-side checks
     such as headscale listing the node online); then qemu is stopped."""
     image = Path(image)
@@ -185,11 +192,15 @@ def boot(
     # The key goes into a 0600 file that qemu reads; never onto argv.
     method = os.environ.get("TAILJOIN_BOOT_CRED", "smbios")
     cred = run_dir / "credential"
-    fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    cred.unlink(missing_ok=True)
     value = key if credential is None else credential
-    with os.fdopen(fd, "w") as f:
-        f.write(f"io.systemd.credential:{CREDENTIAL}={value}" if method == "smbios" else value)
-    if method == "smbios":
+    if value is not None:
+        fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"io.systemd.credential:{CREDENTIAL}={value}" if method == "smbios" else value)
+    if value is None:
+        cred_args = []
+    elif method == "smbios":
         cred_args = ["-smbios", f"type=11,path={cred}"]
     elif method == "fw_cfg":
         cred_args = ["-fw_cfg", f"name=opt/io.systemd.credentials/{CREDENTIAL},file={cred}"]
@@ -200,12 +211,15 @@ def boot(
         "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.show_status=1 "
         f"tailjoin_test.scenario={scenario} tailjoin_test.wait={wait} tailjoin_test.hold={hold}"
     )
+    if extra_append:
+        append += " " + extra_append
+    nic = "virtio-net-pci,netdev=n0" + (f",mac={mac}" if mac else "")
     argv = [
         qemu, "-accel", accel, "-m", str(memory), "-smp", str(smp),
         "-display", "none", "-no-reboot", "-nodefaults", "-no-user-config",
         "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"), "-append", append,
         "-drive", f"file={image / 'disk.img'},format=raw,if=virtio,snapshot=on",
-        "-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2", "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", "user,id=n0,net=10.0.2.0/24,host=10.0.2.2", "-device", nic,
         "-serial", f"file:{console}", "-serial", f"file:{results}",
         "-device", "virtio-rng-pci",
         *cred_args,

@@ -10,7 +10,7 @@ Inputs (environment):
   TAILJOIN_CACHE      cache root [~/.cache/tailjoin]; the image lives under boot/
   TAILJOIN_BOOT_OUT   where each boot's console, results and sections are kept [pytest tmp]
   TAILJOIN_BOOT_SCENARIOS  comma-separated subset of
-                      normal,tailscaled-late,headscale-late,encrypted-credential [all]
+                      normal,tailscaled-late,headscale-late,encrypted-credential,provisioned [all]
   TAILJOIN_BOOT_HEADSCALE_DELAY  seconds headscale stays down after tailjoin started [25]
 
 Every measured number is printed (run pytest with -s to see it live) and written to
@@ -24,9 +24,13 @@ import json
 import mmap
 import os
 import re
+import secrets
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -125,17 +129,18 @@ def headscale(peers_bin, out_root):
         hs.stop()
 
 
-def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image") -> Path:
+def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image",
+                auth_key: dict | None = None, config_name: str = "tailjoin-config.json") -> Path:
     if os.geteuid() != 0:
         pytest.fail("the boot test builds a root file system with debootstrap and needs root", pytrace=False)
     try:
         run_boot.ensure_qemu()
     except run_boot.BootError as e:
         pytest.fail(str(e), pytrace=False)
-    config = out_root / "tailjoin-config.json"
+    config = out_root / config_name
     config.write_text(json.dumps({
         "login_server": headscale.guest_url,
-        "auth_key": {"credential": run_boot.CREDENTIAL},
+        "auth_key": auth_key or {"credential": run_boot.CREDENTIAL},
         "hostname": HOSTNAME,
         # Short enough that, with headscale down at boot, the agent reports a join timeout
         # before headscale appears; far above a normal join (~2-3 s under TCG).
@@ -170,6 +175,148 @@ def encrypted_image(headscale, peers_bin, out_root) -> Path:
     return build_image(headscale, peers_bin, out_root, "--encrypted-credential", label="encrypted_image")
 
 
+@pytest.fixture(scope="session")
+def provisioner_tls(out_root) -> dict[str, Path]:
+    """A throwaway CA and the provisioner's certificate, valid for the guest's view of the host."""
+    return make_ca_and_server_cert(out_root / "provisioner-tls", ["IP:10.0.2.2", "IP:127.0.0.1"])
+
+
+@pytest.fixture(scope="session")
+def provisioned_image(headscale, peers_bin, out_root, provisioner_tls) -> Path:
+    """The netboot image: no credential, the kernel_cmdline key source with the provisioner's CA
+    (public) at /etc/tailjoin/prov-ca.pem, ProcSubset=all."""
+    return build_image(headscale, peers_bin, out_root, "--provisioner-ca", str(provisioner_tls["ca"]),
+                       label="provisioned_image", config_name="tailjoin-config-provisioned.json",
+                       auth_key={"kernel_cmdline": {"ca_file": PROV_CA_IN_GUEST}})
+
+
+# --------------------------------------------------------------------------- provisioner
+
+PROV_CA_IN_GUEST = "/etc/tailjoin/prov-ca.pem"
+# The guest NIC's MAC, set on qemu's -device (qemu's default would be 52:54:00:12:34:56): the
+# provisioner allows only this one, so the address the agent reads from /sys/class/net counts.
+GUEST_MAC = "52:54:00:7a:10:01"
+
+
+def make_ca_and_server_cert(d: Path, san: list[str]) -> dict[str, Path]:
+    """A throwaway CA (openssl CLI) and a server certificate for the subjectAltName entries
+    `san` (e.g. ["IP:10.0.2.2"]). Returns the paths ca (public), cert, key."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str):
+        r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail(f"openssl {' '.join(args)} failed: {r.stderr}", pytrace=False)
+
+    p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *p256, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=tailjoin boot test throwaway CA")
+    openssl("req", "-new", *p256, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=provisioner")
+    (d / "server.ext").write_text(
+        f"subjectAltName={','.join(san)}\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    (d / "ca.key").unlink()  # nothing else is ever signed with it
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+def owner_only(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+class HostProvisioner:
+    """`tailjoin provision` (the TAILJOIN_BIN binary) on 127.0.0.1:PORT, which the guest reaches
+    as 10.0.2.2:PORT; its secrets (TLS key, headscale API key, boot tokens) in a 0700 directory
+    handed over as $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= would."""
+
+    def __init__(self, workdir: Path, tls: dict[str, Path], headscale, macs: list[str], tokens: dict[str, str]):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ca = tls["ca"]
+        self.creds = workdir / "creds"
+        self.creds.mkdir(mode=0o700, exist_ok=True)
+        owner_only(self.creds / "tls-key", tls["key"].read_text())
+        owner_only(self.creds / "headscale-api-key", headscale.api_key() + "\n")
+        owner_only(self.creds / "boot-tokens", "# one-time boot tokens\n"
+                   + "".join(f"{t} {label}\n" for label, t in tokens.items()))
+        self.port = peers.free_port()
+        self.state_dir = workdir / "state"
+        self.config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "tls": {"cert_file": str(tls["cert"]), "key": {"credential": "tls-key"}},
+            "mint": {"headscale": {"url": headscale.url, "allow_plain_http": True,
+                                   "api_key": {"credential": "headscale-api-key"}}},
+            "tags": ["tag:netboot"],
+            "key_expiry_secs": 300,
+            "allow": {"macs": macs, "boot_tokens": {"credential": "boot-tokens"}},
+            "state_dir": str(self.state_dir),
+            "log_level": "debug",
+        }
+        self.config_path = workdir / "provisioner.json"
+        self.config_path.write_text(json.dumps(self.config, indent=1) + "\n")
+        self.log_path = workdir / "provisioner.log"
+        self.proc: subprocess.Popen | None = None
+
+    def guest_url(self) -> str:
+        return f"https://{GuestHeadscale.GUEST_HOST}:{self.port}/v1/key"
+
+    def start(self, timeout: float = 15.0) -> "HostProvisioner":
+        # Every config field is also a TAILJOIN_* variable: none of the test's may leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
+        env["CREDENTIALS_DIRECTORY"] = str(self.creds)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [os.environ["TAILJOIN_BIN"], "provision", f"--config={self.config_path}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"tailjoin provision exited with {self.proc.returncode}:\n{self.log()[-3000:]}",
+                            pytrace=False)
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"tailjoin provision did not answer /healthz in {timeout}s:\n{self.log()[-3000:]}",
+                    pytrace=False)
+
+    def request(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, str]:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def audit(self) -> list[dict]:
+        p = self.state_dir / "audit.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -177,16 +324,20 @@ def running_entry(journal: list[dict]) -> dict | None:
     return next((e for e in journal if e.get("TAILJOIN_STATE") == "running"), None)
 
 
-def assert_joined(res: run_boot.BootResult, headscale, key: str, scenario: str) -> dict:
-    """The assertions every scenario shares; returns the Running journal entry."""
+def assert_joined(res: run_boot.BootResult, headscale, key: str, scenario: str, via_credential: bool = True) -> dict:
+    """The assertions every scenario shares; returns the Running journal entry. With
+    `via_credential` False (scenario provisioned) the guest never had the key as a credential:
+    the in-guest search by its value is replaced by the scenario's own search by its form, and
+    `key` is the value the host learnt from headscale afterwards."""
     ctx = f"(scenario {scenario}; evidence in {res.run_dir})"
     show = res.show()
     checks = res.checks
     journal = res.journal()
 
-    # The key reached the guest as a system credential and tailjoin got it via LoadCredential.
-    assert checks.get("system_credential") == "present", f"no system credential in the guest {ctx}: {checks}"
-    assert checks.get("tailjoin_credentials_dir", "").startswith("/run/credentials/tailjoin.service"), checks
+    if via_credential:
+        # The key reached the guest as a system credential and tailjoin got it via LoadCredential.
+        assert checks.get("system_credential") == "present", f"no system credential in the guest {ctx}: {checks}"
+        assert checks.get("tailjoin_credentials_dir", "").startswith("/run/credentials/tailjoin.service"), checks
 
     # READY=1: a Type=notify unit is active only after it; and with a 100.64.x address.
     assert show.get("ActiveState") == "active", (
@@ -212,12 +363,13 @@ def assert_joined(res: run_boot.BootResult, headscale, key: str, scenario: str) 
 
     # The key appears in no journal entry, no argv, nowhere it should not (checked in the
     # guest with the real value) and not in what came out over the serial ports either.
-    assert checks.get("control_key_found_in_credential") == "1", f"the in-guest key search is broken {ctx}: {checks}"
     argv = res.sections.get("argv", "")
     assert "/usr/local/bin/tailjoin run" in argv and "tailscaled" in argv, f"argv list incomplete {ctx}"
-    assert checks.get("journal_entries_with_key") == "0", f"key in the journal {ctx}: {checks}"
-    assert checks.get("processes_with_key_in_argv") == "0", f"key on a process argv {ctx}: {checks}"
-    assert checks.get("files_with_key_outside_credentials") == "0", f"key in a file {ctx}: {checks}"
+    if via_credential:
+        assert checks.get("control_key_found_in_credential") == "1", f"the in-guest key search is broken {ctx}: {checks}"
+        assert checks.get("journal_entries_with_key") == "0", f"key in the journal {ctx}: {checks}"
+        assert checks.get("processes_with_key_in_argv") == "0", f"key on a process argv {ctx}: {checks}"
+        assert checks.get("files_with_key_outside_credentials") == "0", f"key in a file {ctx}: {checks}"
     for name, body in res.sections.items():
         assert key not in body, f"the key leaked into section {name} {ctx}"
     assert key not in res.console, f"the key leaked onto the console {ctx}"
@@ -255,7 +407,7 @@ def measure(res: run_boot.BootResult, entry: dict, scenario: str) -> None:
     note(f"{scenario}.states", [e.get("TAILJOIN_STATE") for e in res.journal() if e.get("TAILJOIN_STATE")])
 
 
-def boot_and_check_online(image: Path, headscale, out_root: Path, scenario: str, key: str, **kw) -> run_boot.BootResult:
+def boot_and_check_online(image: Path, headscale, out_root: Path, scenario: str, key: str | None, **kw) -> run_boot.BootResult:
     def on_done(res: run_boot.BootResult):
         status = json.loads(res.sections.get("status-json") or "{}")
         ips = set(re.findall(r"100\.\d+\.\d+\.\d+", json.dumps(status)))
@@ -417,3 +569,104 @@ def test_encrypted_credential(encrypted_image, headscale, out_root):
     measure(res, entry, scenario)
     assert res.show().get("NRestarts") == "0", res.show()
     note(f"{scenario}.delivered_files_with_key", delivered)
+
+
+@pytest.mark.skipif(not selected("provisioned"), reason="not in TAILJOIN_BOOT_SCENARIOS")
+def test_provisioned_netboot(provisioned_image, provisioner_tls, headscale, out_root):
+    """The netboot flow: the guest gets no key at all. Its kernel command line carries
+    tailjoin.key_url=https://10.0.2.2:PORT/v1/key and a one-time tailjoin.boot_token=; tailjoin's
+    kernel_cmdline source reads them from /proc/cmdline (ProcSubset=all) and POSTs the machine's
+    identity with the token to `tailjoin provision` on the host, which checks the token and the
+    MAC the guest reports from /sys/class/net, mints a single-use ephemeral tag:netboot key from
+    the same headscale and audits it."""
+    scenario = "provisioned"
+    label = "bootvm-provisioned"
+    token = "fake-boot-token-" + secrets.token_hex(16)
+    keys_before = {str(k["id"]) for k in headscale.preauth_keys()}
+    prov = HostProvisioner(out_root / scenario / "provisioner", provisioner_tls, headscale,
+                           macs=[GUEST_MAC], tokens={label: token})
+    prov.start()
+    try:
+        res = boot_and_check_online(
+            provisioned_image, headscale, out_root, scenario, None, mac=GUEST_MAC,
+            extra_append=f"tailjoin.key_url={prov.guest_url()} tailjoin.boot_token={token}")
+        # The token is spent: the same machine (or anyone) asking again gets 403.
+        again = prov.request("POST", "/v1/key", {"hostname": HOSTNAME, "mac_addresses": [GUEST_MAC]}, token=token)
+    finally:
+        prov.stop()
+    ctx = f"(scenario {scenario}; evidence in {res.run_dir}, provisioner log {prov.log_path})"
+    checks = res.checks
+
+    # headscale: exactly one new pre-auth key, minted by the provisioner for this boot.
+    new_keys = [k for k in headscale.preauth_keys() if str(k["id"]) not in keys_before]
+    assert len(new_keys) == 1, f"expected one new pre-auth key {ctx}: {new_keys}"
+    minted = new_keys[0]
+    # headscale 0.29 keeps only the key's prefix and a bcrypt hash of its secret, and lists
+    # "hskey-auth-PREFIX-***". The host searches for "hskey-auth-PREFIX": every copy of the key
+    # contains it (the guest searched for any "hskey-" / "tskey-" at all).
+    listed = minted["key"]
+    assert listed.startswith("hskey-auth-") and listed.endswith("-***"), listed
+    key = listed[: -len("-***")]
+    assert len(key) > len("hskey-auth-") + 8, listed
+    assert minted.get("ephemeral") is True and minted.get("used") is True, minted
+    assert not minted.get("reusable", False), minted
+    assert minted.get("acl_tags") == ["tag:netboot"], minted
+
+    # The joined node is that key's, and carries the tag the provisioner put on the key (the
+    # guest advertises none: headscale refuses pre-auth registrations that request tags).
+    entry = assert_joined(res, headscale, key, scenario, via_credential=False)
+    measure(res, entry, scenario)
+    assert res.show().get("NRestarts") == "0", res.show()
+    node = res.host["node"]
+    assert node.get("tags") == ["tag:netboot"], f"node tags {ctx}: {node}"
+    assert str((node.get("pre_auth_key") or {}).get("id")) == str(minted["id"]), f"node's key {ctx}: {node}"
+    note(f"{scenario}.node", {k: node.get(k) for k in ("name", "given_name", "tags", "ip_addresses")})
+
+    # The provisioner's audit: one issued line, for this MAC and this token's label.
+    audit = prov.audit()
+    issued = [line for line in audit if line["event"] == "issued"]
+    assert len(issued) == 1, f"audit {ctx}: {audit}"
+    line = issued[0]
+    assert GUEST_MAC in line["macs"], f"the guest's MAC is not in the audit line {ctx}: {line}"
+    assert line["boot_token"] == label, line
+    assert line["matched"] == ["boot_token", "mac"], line
+    assert line["key_id"] == str(minted["id"]) and line["ephemeral"] is True and line["tags"] == ["tag:netboot"], line
+    assert line["machine_id"] == checks.get("machine_id"), (line, checks.get("machine_id"))
+    note(f"{scenario}.audit_issued", {k: line.get(k) for k in ("client", "hostname", "macs", "boot_token", "matched", "key_id")})
+    refused = [line for line in audit if line["event"] == "refused"]
+    assert [r["reason"] for r in refused] == ["boot_token_used"], f"audit {ctx}: {audit}"
+    assert again[0] == 403 and "used already" in again[1], again
+
+    # In the guest: no credential, the unit as the NixOS module makes it for this source, the
+    # provisioner's URL and a token on the kernel command line, the NIC's MAC as set.
+    assert checks.get("system_credential") == "absent", f"a credential reached the guest {ctx}: {checks}"
+    assert checks.get("tailjoin_credentials_dir", "") == "", f"tailjoin has a credentials dir {ctx}: {checks}"
+    assert checks.get("unit_file_credential_lines") == "0", checks
+    assert checks.get("proc_subset") == "all", f"ProcSubset {ctx}: {checks}"
+    assert checks.get("unit_file_proc_subset", "").split() == ["pid", "all"], checks
+    assert checks.get("kernel_cmdline_key_url") == prov.guest_url(), checks
+    assert GUEST_MAC in checks.get("guest_macs", "").split(), checks
+    # The key (searched for by its form: the guest never knows the value) is on no command line,
+    # in no journal entry, argv, environment or file.
+    assert checks.get("control_key_pattern") == "1", f"the in-guest key search is broken {ctx}: {checks}"
+    for k in ("cmdline_with_key", "journal_entries_with_key", "processes_with_key_in_argv",
+              "processes_with_key_in_environ", "files_with_key"):
+        assert checks.get(k) == "0", f"{k} {ctx}: {checks}"
+    # The boot token is on /proc/cmdline and nowhere else tailjoin could have put it.
+    assert checks.get("token_length") == str(len(token)), checks
+    assert checks.get("control_token_in_proc_cmdline") == "1", f"the in-guest token search is broken {ctx}: {checks}"
+    for k in ("tailjoin_journal_entries_with_token", "processes_with_token_in_argv",
+              "processes_with_token_in_environ", "files_with_token"):
+        assert checks.get(k) == "0", f"{k} {ctx}: {checks}"
+    # The journal says where the key came from, by name only.
+    messages = " | ".join(e.get("MESSAGE", "") for e in res.journal())
+    assert "with the key from kernel command line /proc/cmdline" in messages, \
+        f"tailjoin did not name its key source {ctx}: {messages[-2000:]}"
+    # Host side: the key and the token are in no log of the provisioner, and the key is not in
+    # what qemu was given (the kernel command line carries the token, by design).
+    for name, text in (("provisioner log", prov.log()), ("audit", json.dumps(audit))):
+        assert key not in text and token not in text, f"secret in the {name} {ctx}"
+    assert token in (res.run_dir / "qemu.argv").read_text()
+    for p in (provisioned_image / "disk.img", provisioned_image / "vmlinuz", provisioned_image / "initrd.img"):
+        assert not file_contains(p, key.encode()), f"the key is in {p}"
+    assert not (res.run_dir / "credential").exists()
