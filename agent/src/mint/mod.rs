@@ -485,7 +485,7 @@ mod tests {
         let f = status_failure(
             "h",
             400,
-            "bad tag hskey-auth-abcdefghijkl-0123456789abcdef",
+            "bad tag hskey-auth-fakefakefake-0123456789abcdef",
             "x",
         );
         assert!(
