@@ -312,6 +312,17 @@ pub struct RetryPolicy {
     pub key_attempts: u32,
 }
 
+impl RetryPolicy {
+    /// Backoff for fetching or minting a key: `max_attempts` tries in all, with jitter.
+    pub fn key_fetch_backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.initial_delay)
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Error,

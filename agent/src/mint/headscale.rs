@@ -2,8 +2,8 @@
 //! pre-auth key; `GET /api/v1/user?name=` turns a user name into the id the call wants.
 
 use super::{
-    HeadscaleApi, MintFailure, MintRequest, MintedKey, UserRef, endpoint, read_api_secret,
-    status_failure, transport_failure,
+    HeadscaleApi, MintFailure, MintRequest, MintedKey, UserRef, client, endpoint, read_api_secret,
+    send,
 };
 use crate::report::time::rfc3339;
 use secrecy::{ExposeSecret, SecretString};
@@ -48,13 +48,7 @@ pub(super) async fn mint(
     credentials_dir: Option<&Path>,
 ) -> Result<MintedKey, MintFailure> {
     let api_key = read_api_secret(&api.api_key, credentials_dir, "headscale API key")?;
-    let client = crate::http_client::build(api.timeout, api.ca_file.as_deref()).map_err(|e| {
-        MintFailure {
-            transient: false,
-            reason: e,
-            fix: "check ca_file".into(),
-        }
-    })?;
+    let client = client(api.timeout, api.ca_file.as_deref())?;
     let user = match &api.user {
         None => None,
         Some(UserRef::Id(id)) => Some(*id),
@@ -69,27 +63,15 @@ pub(super) async fn mint(
     if let Some(id) = user {
         body["user"] = serde_json::Value::String(id.to_string());
     }
-    let resp = client
-        .post(endpoint(&api.url, "api/v1/preauthkey"))
-        .bearer_auth(api_key.expose_secret())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| transport_failure(e, SERVER))?;
-    let status = resp.status().as_u16();
-    let text = SecretString::from(
-        resp.text()
-            .await
-            .map_err(|e| transport_failure(e, SERVER))?,
-    );
-    if !(200..300).contains(&status) {
-        return Err(status_failure(
-            SERVER,
-            status,
-            text.expose_secret(),
-            AUTH_FIX,
-        ));
-    }
+    let text = send(
+        client
+            .post(endpoint(&api.url, "api/v1/preauthkey"))
+            .bearer_auth(api_key.expose_secret())
+            .json(&body),
+        SERVER,
+        AUTH_FIX,
+    )
+    .await?;
     let parsed: CreateResponse =
         serde_json::from_str(text.expose_secret()).map_err(|e| MintFailure {
             transient: false,
@@ -126,25 +108,18 @@ async fn lookup_user(
 ) -> Result<u64, MintFailure> {
     let mut url = endpoint(&api.url, "api/v1/user");
     url.query_pairs_mut().append_pair("name", name);
-    let resp = client
-        .get(url)
-        .bearer_auth(api_key.expose_secret())
-        .send()
-        .await
-        .map_err(|e| transport_failure(e, SERVER))?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| transport_failure(e, SERVER))?;
-    if !(200..300).contains(&status) {
-        return Err(status_failure(SERVER, status, &text, AUTH_FIX));
-    }
-    let users: UsersResponse = serde_json::from_str(&text).map_err(|e| MintFailure {
-        transient: false,
-        reason: format!("headscale's user list is not the JSON expected ({e})"),
-        fix: "check that url points at headscale (0.23 or newer)".into(),
-    })?;
+    let text = send(
+        client.get(url).bearer_auth(api_key.expose_secret()),
+        SERVER,
+        AUTH_FIX,
+    )
+    .await?;
+    let users: UsersResponse =
+        serde_json::from_str(text.expose_secret()).map_err(|e| MintFailure {
+            transient: false,
+            reason: format!("headscale's user list is not the JSON expected ({e})"),
+            fix: "check that url points at headscale (0.23 or newer)".into(),
+        })?;
     user_id_by_name(&users.users, name).ok_or_else(|| MintFailure {
         transient: false,
         reason: format!("headscale has no user named {name:?}"),

@@ -159,6 +159,41 @@ fn transport_failure(e: reqwest::Error, server: &str) -> MintFailure {
     }
 }
 
+/// Sends a request to a minting API and reads the whole answer, held as a secret (it may carry
+/// a key or a token). A non-2xx status becomes a [`MintFailure`] with `auth_fix` for 401/403.
+async fn send(
+    req: reqwest::RequestBuilder,
+    server: &str,
+    auth_fix: &str,
+) -> Result<SecretString, MintFailure> {
+    let resp = req.send().await.map_err(|e| transport_failure(e, server))?;
+    let status = resp.status().as_u16();
+    let text = SecretString::from(
+        resp.text()
+            .await
+            .map_err(|e| transport_failure(e, server))?,
+    );
+    if (200..300).contains(&status) {
+        Ok(text)
+    } else {
+        Err(status_failure(
+            server,
+            status,
+            secrecy::ExposeSecret::expose_secret(&text),
+            auth_fix,
+        ))
+    }
+}
+
+/// The HTTP client for a minting API; a bad CA bundle is not transient.
+fn client(timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, MintFailure> {
+    crate::http_client::build(timeout, ca_file).map_err(|e| MintFailure {
+        transient: false,
+        reason: e,
+        fix: "check ca_file".into(),
+    })
+}
+
 /// How an HTTP status from a minting API is understood.
 fn status_failure(server: &str, status: u16, body: &str, auth_fix: &str) -> MintFailure {
     let excerpt = crate::http_client::body_excerpt(body);

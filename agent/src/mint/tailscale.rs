@@ -4,8 +4,7 @@
 //! requested capabilities (Tailscale requires tags on keys made by an OAuth client).
 
 use super::{
-    MintFailure, MintRequest, MintedKey, TailscaleApi, endpoint, read_api_secret, status_failure,
-    transport_failure,
+    MintFailure, MintRequest, MintedKey, TailscaleApi, client, endpoint, read_api_secret, send,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -58,40 +57,22 @@ pub(super) async fn mint(
     credentials_dir: Option<&Path>,
 ) -> Result<MintedKey, MintFailure> {
     let secret = read_api_secret(&api.client_secret, credentials_dir, "OAuth client secret")?;
-    let client = crate::http_client::build(api.timeout, api.ca_file.as_deref()).map_err(|e| {
-        MintFailure {
-            transient: false,
-            reason: e,
-            fix: "check ca_file".into(),
-        }
-    })?;
+    let client = client(api.timeout, api.ca_file.as_deref())?;
 
     let form = [
         ("client_id", api.client_id.as_str()),
         ("client_secret", secret.expose_secret()),
         ("grant_type", "client_credentials"),
     ];
-    let resp = client
-        .post(endpoint(&api.api_url, "api/v2/oauth/token"))
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| transport_failure(e, SERVER))?;
-    let status = resp.status().as_u16();
-    let text = SecretString::from(
-        resp.text()
-            .await
-            .map_err(|e| transport_failure(e, SERVER))?,
-    );
-    if !(200..300).contains(&status) {
-        return Err(status_failure(
-            SERVER,
-            status,
-            text.expose_secret(),
-            "the OAuth client was refused: check client_id and the client secret, and that the \
-             client has the auth_keys scope",
-        ));
-    }
+    let text = send(
+        client
+            .post(endpoint(&api.api_url, "api/v2/oauth/token"))
+            .form(&form),
+        SERVER,
+        "the OAuth client was refused: check client_id and the client secret, and that the \
+         client has the auth_keys scope",
+    )
+    .await?;
     let token = serde_json::from_str::<TokenResponse>(text.expose_secret())
         .ok()
         .and_then(|t| t.access_token)
@@ -105,31 +86,19 @@ pub(super) async fn mint(
     drop(text);
 
     let body = create_body(req);
-    let resp = client
-        .post(endpoint(
-            &api.api_url,
-            &format!("api/v2/tailnet/{}/keys", api.tailnet),
-        ))
-        .bearer_auth(token.expose_secret())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| transport_failure(e, SERVER))?;
-    let status = resp.status().as_u16();
-    let text = SecretString::from(
-        resp.text()
-            .await
-            .map_err(|e| transport_failure(e, SERVER))?,
-    );
-    if !(200..300).contains(&status) {
-        return Err(status_failure(
-            SERVER,
-            status,
-            text.expose_secret(),
-            "the OAuth client may not create keys with these tags: give it the auth_keys scope \
-             and make it an owner of the tags",
-        ));
-    }
+    let text = send(
+        client
+            .post(endpoint(
+                &api.api_url,
+                &format!("api/v2/tailnet/{}/keys", api.tailnet),
+            ))
+            .bearer_auth(token.expose_secret())
+            .json(&body),
+        SERVER,
+        "the OAuth client may not create keys with these tags: give it the auth_keys scope \
+         and make it an owner of the tags",
+    )
+    .await?;
     let parsed: KeyResponse =
         serde_json::from_str(text.expose_secret()).map_err(|e| MintFailure {
             transient: false,

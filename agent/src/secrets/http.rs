@@ -7,7 +7,7 @@ use super::KeyContext;
 use super::identity::MachineIdentity;
 use crate::config::{HttpKeySource, HttpMethod, ResponseFormat, RetryPolicy};
 use crate::error::SecretError;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A failed attempt, and whether another attempt may help.
@@ -52,11 +52,7 @@ pub(super) async fn fetch(
         HttpMethod::Post => Some(MachineIdentity::gather()),
         HttpMethod::Get => None,
     };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(retry.initial_delay)
-        .with_max_delay(retry.max_delay)
-        .with_jitter()
-        .with_max_times(retry.max_attempts.saturating_sub(1) as usize);
+    let backoff = retry.key_fetch_backoff();
     let fetch = || fetch_once(&client, src, token, identity.as_ref());
     fetch
         .retry(backoff)

@@ -10,7 +10,7 @@ pub mod identity;
 
 use crate::config::{KeySource, MintSource, RetryPolicy, TokenSource};
 use crate::error::SecretError;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 
@@ -66,11 +66,7 @@ async fn mint_key(
         expiry: m.expiry,
         description: format!("tailjoin {host}"),
     };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(retry.initial_delay)
-        .with_max_delay(retry.max_delay)
-        .with_jitter()
-        .with_max_times(retry.max_attempts.saturating_sub(1) as usize);
+    let backoff = retry.key_fetch_backoff();
     let attempt = || crate::mint::mint(&m.api, &req, ctx.credentials_dir.as_deref());
     let minted = attempt
         .retry(backoff)
