@@ -3,15 +3,16 @@
 #
 # The invariant part of the unit (ordering, restart policy, hardening) is read from
 # ./tailjoin-unit.json, the one source of truth that the non-Nix boot test renders too; this
-# module adds only the instance settings (ExecStart, the credentials, the environment file, and
-# ProcSubset=all for the kernel command line source and HTTP POSTs: ProcSubset=pid hides
-# /proc/cmdline and /proc/sys).
+# module adds only the instance settings (ExecStart, the credentials, the environment file, the
+# health textfile's directory, and ProcSubset=all for the kernel command line source, HTTP POSTs
+# and push reports: ProcSubset=pid hides /proc/cmdline and /proc/sys).
 #
 # Keys never enter the Nix store: the key option names where the key is at run time (a file, a
 # systemd credential, an environment variable, a provisioning server, the kernel command line)
 # or how to mint one (headscale's API, a Tailscale OAuth client, whose secrets are named the same
 # way), never the key itself, and assertions stop a build that would put a key, or a key file,
-# into the store.
+# into the store. The push reporters' URLs (services.tailjoin.health) carry tokens, so they are
+# such secrets too: named, never written.
 {
   config,
   lib,
@@ -127,6 +128,62 @@
     defaultName = "tailscale-oauth-secret";
     exampleFile = "/run/secrets/tailscale-oauth-secret";
     what = "the OAuth client secret";
+  };
+
+  # The push reporters' secrets. Every push URL carries a token (healthchecks.io's check UUID,
+  # Uptime Kuma's push token, a webhook's secret path), so each is a secret named like the others.
+  webhookUrlType = mkSecretRefType {
+    defaultName = "tailjoin-webhook-url";
+    exampleFile = "/run/secrets/tailjoin-webhook-url";
+    what = "the webhook's URL";
+  };
+
+  webhookTokenType = mkSecretRefType {
+    defaultName = "tailjoin-webhook-token";
+    exampleFile = "/run/secrets/tailjoin-webhook-token";
+    what = "the webhook's bearer token";
+  };
+
+  healthchecksUrlType = mkSecretRefType {
+    defaultName = "tailjoin-healthchecks-url";
+    exampleFile = "/run/secrets/tailjoin-healthchecks-url";
+    what = "the healthchecks.io ping URL";
+  };
+
+  uptimeKumaUrlType = mkSecretRefType {
+    defaultName = "tailjoin-uptime-kuma-url";
+    exampleFile = "/run/secrets/tailjoin-uptime-kuma-url";
+    what = "the Uptime Kuma push URL";
+  };
+
+  # A push URL option: where the agent finds the URL. A bare string is accepted by the type only
+  # so that an assertion can explain what to do instead; it never reaches a file.
+  mkPushUrlOption = {
+    refType,
+    defaultName,
+    what,
+    does,
+  }:
+    mkOption {
+      type = types.nullOr (types.either types.str refType);
+      default = null;
+      example = lib.literalExpression ''{ credential.source = "/run/agenix/${defaultName}"; }'';
+      description = ''
+        Where the agent finds ${what}: exactly one of `credential` or `file`. Never the URL
+        itself: it carries a token that lets anyone who has it report for this machine, and
+        anything in a Nix expression ends up in the world-readable store. ${does} `null` turns
+        this reporter off.
+      '';
+    };
+
+  # The push settings' defaults, which are the agent's: rendered explicitly when a reporter is
+  # set, otherwise only when changed (so that the agent still checks them).
+  pushDefaults = {
+    heartbeatSecs = 300;
+    pushTimeoutSecs = 10;
+    pushAttempts = 5;
+    caFile = null;
+    allowPlainHttp = false;
   };
 
   httpType = types.submodule {
@@ -595,12 +652,19 @@
     else {tailscale_oauth = oauthJSON;};
 
   # The systemd credentials the unit loads: the key's, or the one secret the source names (the
-  # HTTP source's bearer token, headscale's API key, the OAuth client secret).
-  credentials = lib.filter (c: c != null) (
+  # HTTP source's bearer token, headscale's API key, the OAuth client secret), and the push
+  # reporters' URLs and token. The same credential named twice is loaded once.
+  credentials = lib.unique (lib.filter (c: c != null) (
     lib.optionals oneSource (
       [key.credential] ++ map refCredential [token apiKey clientSecret]
     )
-  );
+    ++ map (r: refCredential r.ref) healthRefs
+  ));
+  # Names loaded from two different places: systemd would refuse the unit.
+  clashingCredentials = let
+    names = map (c: c.name) credentials;
+  in
+    lib.unique (lib.filter (n: lib.count (x: x == n) names > 1) names);
   credentialKeys = let
     one = encrypted: let
       lines = map credentialLine (lib.filter (c: c.encrypted == encrypted) credentials);
@@ -611,6 +675,90 @@
   in
     lib.optionalAttrs (lib.any (c: !c.encrypted) credentials) {LoadCredential = one false;}
     // lib.optionalAttrs (lib.any (c: c.encrypted) credentials) {LoadCredentialEncrypted = one true;};
+
+  # ---- health: the pull side (listener, textfile) and the push reporters
+  h = cfg.health;
+
+  # A push URL option's value as a secret reference: null when unset or given inline (a string,
+  # which an assertion refuses and which is never rendered).
+  refOf = v:
+    if builtins.isAttrs v
+    then v
+    else null;
+
+  # Every secret the health settings name: the option, its value, the credential name to
+  # suggest, what it holds, whether it is a push URL, and how to do without it.
+  healthRefs = [
+    {
+      opt = "health.webhook.url";
+      value = h.webhook.url;
+      ref = refOf h.webhook.url;
+      name = "tailjoin-webhook-url";
+      secret = "a webhook URL";
+      isUrl = true;
+      off = "to send no webhook";
+    }
+    {
+      opt = "health.webhook.bearerToken";
+      value = h.webhook.bearerToken;
+      ref = h.webhook.bearerToken;
+      name = "tailjoin-webhook-token";
+      secret = "a bearer token";
+      isUrl = false;
+      off = "to send no token";
+    }
+    {
+      opt = "health.healthchecks.url";
+      value = h.healthchecks.url;
+      ref = refOf h.healthchecks.url;
+      name = "tailjoin-healthchecks-url";
+      secret = "a healthchecks.io ping URL";
+      isUrl = true;
+      off = "to send no pings";
+    }
+    {
+      opt = "health.uptimeKuma.url";
+      value = h.uptimeKuma.url;
+      ref = refOf h.uptimeKuma.url;
+      name = "tailjoin-uptime-kuma-url";
+      secret = "an Uptime Kuma push URL";
+      isUrl = true;
+      off = "to send no pushes";
+    }
+  ];
+  pushUrls = lib.filter (r: r.isUrl) healthRefs;
+
+  # A push reporter is on when its URL is set.
+  pushing = lib.any (r: r.value != null) pushUrls;
+
+  # The push settings that differ from their defaults.
+  changedPushSettings = lib.filter (n: h.${n} != pushDefaults.${n}) (builtins.attrNames pushDefaults);
+
+  pushSetting = n:
+    if pushing || h.${n} != pushDefaults.${n}
+    then h.${n}
+    else null;
+
+  orNull = attrs:
+    if attrs == {}
+    then null
+    else attrs;
+
+  healthJSON = nonNull {
+    inherit (h) listen;
+    textfile = lib.mapNullable toString h.textfile;
+    heartbeat_secs = pushSetting "heartbeatSecs";
+    push_timeout_secs = pushSetting "pushTimeoutSecs";
+    push_attempts = pushSetting "pushAttempts";
+    ca_file = lib.mapNullable toString h.caFile;
+    allow_plain_http = pushSetting "allowPlainHttp";
+    webhook = orNull (nonNull {
+      url = refJSON (refOf h.webhook.url);
+      bearer_token = refJSON h.webhook.bearerToken;
+    });
+    healthchecks = orNull (nonNull {url = refJSON (refOf h.healthchecks.url);});
+    uptime_kuma = orNull (nonNull {url = refJSON (refOf h.uptimeKuma.url);});
+  };
 
   keyExample = "/run/agenix/tailscale-auth-key";
   tokenExample = "/run/agenix/tailjoin-http-token";
@@ -698,6 +846,33 @@
     else []
   );
 
+  # The same for the health settings (independent of the key source).
+  healthPaths = lib.filter (p: p.value != null) (
+    [
+      {
+        opt = "health.textfile";
+        value = h.textfile;
+        example = "/var/lib/prometheus-node-exporter-text-files/tailjoin.prom";
+        secret = null;
+        agentReads = true;
+        # The agent writes this file: the store is read-only, not secret.
+        storeProblem = "which is read-only: the agent could never write it";
+        storeFix = "in the directory node_exporter's textfile collector reads (--collector.textfile.directory).";
+      }
+      {
+        opt = "health.caFile";
+        value = h.caFile;
+        example = "/etc/tailjoin/lab-ca.pem";
+        secret = null;
+        agentReads = true;
+      }
+    ]
+    ++ lib.concatMap (r: map (p: p // {inherit (r) isUrl;}) (refPaths r.opt r.ref r.name r.secret)) healthRefs
+  );
+
+  # Every path-like value: the key's and the health settings'.
+  paths = keyPaths ++ healthPaths;
+
   caPath = prefix: src: {
     opt = "${prefix}.caFile";
     value =
@@ -709,7 +884,7 @@
     agentReads = true;
   };
 
-  # The two paths of a secret given as credential-or-file.
+  # The two paths of a secret given as credential-or-file (`ref` is the option that holds both).
   refPaths = prefix: ref: name: secret: [
     {
       opt = "${prefix}.file";
@@ -718,7 +893,8 @@
         then null
         else ref.file;
       example = "/run/secrets/${name}";
-      inherit secret;
+      ref = prefix;
+      inherit name secret;
       agentReads = true;
     }
     {
@@ -728,7 +904,8 @@
         then null
         else ref.credential.source;
       example = "/run/agenix/${name}";
-      inherit secret;
+      ref = prefix;
+      inherit name secret;
       agentReads = false;
     }
   ];
@@ -738,12 +915,15 @@
 
   # A value given where a path belongs that is the secret itself: an auth key by its form; any
   # other secret (a token, an API key) also as any long string that has no slash, which no path
-  # has.
+  # has; a push URL by its scheme (`://`, which no path has either).
   looksLikeSecret = p:
     p.secret
     != null
     && (looksLikeKey p.value
+      || looksLikeUrl p
       || (p.secret != "an auth key" && builtins.isString p.value && !(lib.hasInfix "/" p.value) && builtins.stringLength p.value >= 16));
+
+  looksLikeUrl = p: (p.isUrl or false) && builtins.isString p.value && lib.hasInfix "://" p.value;
 
   nonNull = lib.filterAttrs (_: v: v != null);
 
@@ -776,7 +956,7 @@
       tailscaled_unit = "tailscaled.service";
       wait_for_units = ["network-online.target"] ++ cfg.waitFor;
     }
-    // lib.optionalAttrs (cfg.health != {}) {inherit (cfg) health;})
+    // lib.optionalAttrs (healthJSON != {}) {health = healthJSON;})
   cfg.extraSettings;
 
   rawConfigFile = pkgs.writeText "tailjoin.json" (builtins.toJSON settings);
@@ -916,19 +1096,109 @@ in {
       '';
     };
 
-    health = mkOption {
-      type = types.attrsOf types.anything;
-      default = {};
-      example = {
-        listen = "127.0.0.1:9901";
-        textfile = "/var/lib/prometheus-node-exporter-text-files/tailjoin.prom";
+    health = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9901";
+        description = ''
+          `IP:PORT` of the agent's HTTP listener for `/healthz` and `/metrics` (plain HTTP, no
+          authentication: bind it to loopback or an interface you trust). `null` serves nothing.
+        '';
       };
-      description = ''
-        Health reporting settings, passed through to the agent's config as `health` when not
-        empty: `listen` (IP:PORT of the `/healthz` and `/metrics` listener, off by default) and
-        `textfile` (a node_exporter textfile-collector file, rewritten on every transition; its
-        directory is made writable for the unit). Unknown settings fail the build-time check.
-      '';
+      textfile = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files/tailjoin.prom";
+        description = ''
+          Absolute path of a node_exporter textfile-collector file (`*.prom`) that the agent
+          rewrites on every transition; its directory is made writable for the hardened unit
+          (`ReadWritePaths=`). Given as a string, outside the store. `null` writes none.
+        '';
+      };
+      heartbeatSecs = mkOption {
+        type = types.ints.between 0 86400;
+        default = pushDefaults.heartbeatSecs;
+        description = ''
+          Seconds between heartbeats, which send the current state to the push reporters again
+          (the webhook with `"event": "heartbeat"`; the healthchecks.io success or fail ping;
+          Uptime Kuma's up or down), so that a monitor notices a machine that went silent: give
+          the monitor a period somewhat longer than this. `0` sends none.
+        '';
+      };
+      pushTimeoutSecs = mkOption {
+        type = types.ints.between 1 300;
+        default = pushDefaults.pushTimeoutSecs;
+        description = "Seconds one push report may take, connecting included.";
+      };
+      pushAttempts = mkOption {
+        type = types.ints.between 1 20;
+        default = pushDefaults.pushAttempts;
+        description = ''
+          Tries per push report, the first included. Connection errors, timeouts and HTTP 5xx,
+          408 and 429 are retried with exponential backoff (from 1 s, doubling, at most 30 s);
+          any other error status is not.
+        '';
+      };
+      caFile = mkOption {
+        type = types.nullOr pathString;
+        default = pushDefaults.caFile;
+        example = "/etc/tailjoin/lab-ca.pem";
+        description = ''
+          Absolute path of a PEM bundle of the CA(s) that sign the push targets' certificates;
+          when set, only these CAs are trusted for the push URLs (a home-lab CA). Given as a
+          string, outside the store. `null` trusts the usual public CAs.
+        '';
+      };
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = pushDefaults.allowPlainHttp;
+        description = ''
+          Accept `http://` push URLs. The URL, and the token in it, then cross the network in
+          clear text: only for a monitor on this host or a link you trust. Without it the agent
+          turns off a reporter whose URL is `http://` and logs why (the URL is a secret, so the
+          build cannot see it).
+        '';
+      };
+      webhook = {
+        url = mkPushUrlOption {
+          refType = webhookUrlType;
+          defaultName = "tailjoin-webhook-url";
+          what = "the webhook's URL";
+          does = ''
+            The agent POSTs a JSON report (`docs/schema/report-v1.json`) to it on every
+            transition and heartbeat.
+          '';
+        };
+        bearerToken = mkOption {
+          type = types.nullOr webhookTokenType;
+          default = null;
+          example = lib.literalExpression ''{ credential.source = "/run/agenix/tailjoin-webhook-token"; }'';
+          description = ''
+            Where the agent finds the token it sends to the webhook as
+            `Authorization: Bearer <token>`: exactly one of `credential` or `file`. Never the
+            token itself. `null` sends no token.
+          '';
+        };
+      };
+      healthchecks.url = mkPushUrlOption {
+        refType = healthchecksUrlType;
+        defaultName = "tailjoin-healthchecks-url";
+        what = "a healthchecks.io-compatible ping URL (`https://hc-ping.com/<uuid>`, or a self-hosted instance's)";
+        does = ''
+          The agent pings `<url>/start` when it starts or joins anew, `<url>` once joined and
+          `<url>/fail` when it fails, and repeats the last ping at every heartbeat.
+        '';
+      };
+      uptimeKuma.url = mkPushUrlOption {
+        refType = uptimeKumaUrlType;
+        defaultName = "tailjoin-uptime-kuma-url";
+        what = "an Uptime Kuma push monitor's URL (`https://kuma.example/api/push/<token>?status=up&msg=OK&ping=`)";
+        does = ''
+          The agent reports `status=up` once joined and `status=down` with the reason when it
+          fails, and again at every heartbeat.
+        '';
+      };
     };
 
     logLevel = mkOption {
@@ -1156,17 +1426,64 @@ in {
             (services.tailjoin.authKey.headscale or authKey.tailscaleOAuth).
           '';
         }
+        {
+          assertion = h.webhook.bearerToken == null || h.webhook.url != null;
+          message = ''
+            services.tailjoin.health.webhook.bearerToken is set but health.webhook.url is not, so there is no webhook to send it to.
+            Name where the webhook's URL is at run time, e.g.
+              services.tailjoin.health.webhook.url.credential.source = "/run/agenix/tailjoin-webhook-url";
+            or remove services.tailjoin.health.webhook.bearerToken.
+          '';
+        }
+        {
+          assertion = clashingCredentials == [];
+          message = ''
+            services.tailjoin loads two different secrets as the same systemd credential (${lib.concatStringsSep ", " clashingCredentials}),
+            which systemd refuses. Give one of them another name, e.g.
+              services.tailjoin.health.webhook.url.credential.name = "tailjoin-webhook-url";
+          '';
+        }
       ]
+      # A push URL given inline: the URL itself, with its token, would be written into the store.
+      ++ map (r: {
+        assertion = !(builtins.isString r.value);
+        message =
+          if lib.hasInfix "://" r.value
+          then ''
+            services.tailjoin.${r.opt} is set to a string, the URL itself. A push URL carries a token that lets anyone who has it
+            report for this machine, and a value written in Nix lands in the world-readable /nix/store.
+            Put the URL into a root-only file or a credential outside the store (agenix, sops-nix, systemd-creds) and name it:
+              services.tailjoin.${r.opt}.credential.source = "/run/agenix/${r.name}";   # or
+              services.tailjoin.${r.opt}.file = "/run/secrets/${r.name}";
+            and regenerate the URL's token (a new check or push monitor): it is now in your configuration.
+          ''
+          else ''
+            services.tailjoin.${r.opt} is set to a string. It names where the URL is at run time, as a root-only file or a credential:
+              services.tailjoin.${r.opt}.file = "/run/secrets/${r.name}";   # or
+              services.tailjoin.${r.opt}.credential.source = "/run/agenix/${r.name}";
+          '';
+      })
+      pushUrls
+      ++ map (r: refAssertion r.opt r.ref "/run/agenix/${r.name}" "\nor services.tailjoin.${r.opt} = null; ${r.off}.") healthRefs
       ++ map (p: {
         assertion = !(looksLikeSecret p);
-        message = ''
-          services.tailjoin.${p.opt} looks like ${p.secret} itself, not a path.
-          Write it into a root-only file outside the store (or use agenix/sops-nix) and give its path:
-            services.tailjoin.${p.opt} = "${p.example}";
-          and revoke it: it is now in your configuration.
-        '';
+        message =
+          if looksLikeUrl p
+          then ''
+            services.tailjoin.${p.opt} is a URL (it contains "://"), not a path: ${p.secret} itself, with its token.
+            Put the URL into a root-only file or a credential outside the store (agenix, sops-nix, systemd-creds) and name it:
+              services.tailjoin.${p.ref}.credential.source = "/run/agenix/${p.name}";   # or
+              services.tailjoin.${p.ref}.file = "/run/secrets/${p.name}";
+            and regenerate the URL's token (a new check or push monitor): it is now in your configuration.
+          ''
+          else ''
+            services.tailjoin.${p.opt} looks like ${p.secret} itself, not a path.
+            Write it into a root-only file outside the store (or use agenix/sops-nix) and give its path:
+              services.tailjoin.${p.opt} = "${p.example}";
+            and revoke it: it is now in your configuration.
+          '';
       })
-      keyPaths
+      paths
       ++ map (p: {
         assertion = looksLikeSecret p || !(isStorePath p.value);
         message = ''
@@ -1174,24 +1491,28 @@ in {
             if builtins.isPath p.value
             then "a Nix path value, which is copied into"
             else "inside"
-          } the Nix store (${toString p.value}), where every local user can read it.
+          } the Nix store (${toString p.value}), ${p.storeProblem or "where every local user can read it"}.
           Give the path as a string that points outside the store, e.g.
             services.tailjoin.${p.opt} = "${p.example}";
-          with the file provided at run time by agenix, sops-nix or systemd-creds.
+          ${p.storeFix or "with the file provided at run time by agenix, sops-nix or systemd-creds."}
         '';
       })
-      keyPaths
+      paths
       ++ map (p: {
         assertion = looksLikeSecret p || isStorePath p.value || lib.hasPrefix "/" (toString p.value);
         message = "services.tailjoin.${p.opt} must be an absolute path (got ${toString p.value}).";
       })
-      keyPaths;
+      paths;
 
     warnings =
       map (p: ''
         services.tailjoin.${p.opt} is under /home or /tmp, which the hardened tailjoin unit cannot see (ProtectHome=, PrivateTmp=).
         Use a credential (a credential.source may be anywhere) or a path under /run, /etc or /var/lib.
-      '') (lib.filter hiddenFromUnit keyPaths)
+      '') (lib.filter hiddenFromUnit paths)
+      ++ lib.optional (!pushing && changedPushSettings != []) ''
+        services.tailjoin.health sets ${lib.concatStringsSep ", " changedPushSettings} but no push reporter (health.webhook.url,
+        health.healthchecks.url, health.uptimeKuma.url), so nothing uses them. Set a reporter's URL or remove them.
+      ''
       ++ lib.optional (cmdline != null && cmdline.allowKey) ''
         services.tailjoin.authKey.kernelCmdline.allowKey = true accepts the key itself on the kernel command line, where every local
         user can read it (/proc/cmdline) and so can anyone who can read the boot script. Prefer tailjoin.key_url= with a one-time
@@ -1216,12 +1537,13 @@ in {
         // lib.optionalAttrs (oneSource && key.env != null && key.env.environmentFile != null) {
           EnvironmentFile = toString key.env.environmentFile;
         }
-        // lib.optionalAttrs ((cfg.health.textfile or null) != null) {
-          ReadWritePaths = [(dirOf (toString cfg.health.textfile))];
+        // lib.optionalAttrs (h.textfile != null) {
+          ReadWritePaths = [(dirOf (toString h.textfile))];
         }
         # ProcSubset=pid hides /proc/cmdline, which the kernel command line source reads, and
-        # /proc/sys (hostname, boot id), which a POST sends as the machine's identity.
-        // lib.optionalAttrs (oneSource && (cmdline != null || (http != null && http.method == "post"))) {
+        # /proc/sys (hostname, boot id), which a POST sends as the machine's identity and a push
+        # report names the machine by.
+        // lib.optionalAttrs ((oneSource && (cmdline != null || (http != null && http.method == "post"))) || pushing) {
           ProcSubset = "all";
         };
       wantedBy = unitSpec.install.WantedBy;

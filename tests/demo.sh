@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: builds what it needs, starts a local headscale and a tailscaled on loopback, and
-# shows tailjoin joining the node, ending with `tailjoin status`; then a netboot machine gets a
+# shows tailjoin joining the node, ending with `tailjoin status`, the health reports that reached a
+# local webhook receiver and `curl /healthz`; then a netboot machine gets a
 # freshly minted key from `tailjoin provision` via its kernel command line, and an unlisted
 # machine and a replayed boot token are refused. Everything stays on 127.0.0.1
 # and in a temporary directory that is removed afterwards.

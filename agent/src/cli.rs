@@ -276,6 +276,7 @@ impl RunArgs {
                 crate::config::RawHealth {
                     listen: self.health_listen.clone(),
                     textfile: self.health_textfile.clone(),
+                    ..Default::default()
                 }
             }),
         }

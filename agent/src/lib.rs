@@ -131,27 +131,62 @@ fn run(args: &RunArgs) -> u8 {
     };
     let reporter = reporter.with_textfile(settings.health.textfile.clone());
     let shared = reporter.shared();
-    let listen = settings.health.listen;
     let result: Result<(), AgentError> = rt.block_on(async {
-        if let Some(addr) = listen {
-            // Never in the way of joining: a listener that cannot start is reported and skipped.
-            tokio::spawn(async move {
-                if let Err(e) = report::listener::serve(addr, shared).await {
-                    tracing::error!(
-                        "health listener on {addr} cannot start: {e}; joining continues without it"
-                    );
-                }
-            });
+        // Push reporters run beside the agent, fed by queues it never waits on; whatever is
+        // still queued when the agent stops (why it gave up) is delivered before exiting.
+        let (queues, pushing) = report::push::start(
+            &settings.health.push,
+            keys.credentials_dir.as_deref(),
+            push_identity(&settings),
+            shared.clone(),
+        );
+        let reporter = reporter.with_push(queues);
+        let result = run_agent(settings, keys, reporter, shared).await;
+        if let Err(e) = &result {
+            tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}");
         }
-        agent::Agent::new(settings, keys, reporter)?.run().await
+        pushing.flush(report::push::FLUSH_LIMIT).await;
+        result
     });
     match result {
         Ok(()) => exit::OK,
-        Err(e) => {
-            tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}");
-            e.exit_code()
-        }
+        Err(e) => e.exit_code(),
     }
+}
+
+/// Who this machine is, for the webhook body. The hostname falls back to the configured one
+/// when /proc/sys is hidden.
+fn push_identity(settings: &Settings) -> report::push::plan::Identity {
+    let id = secrets::identity::MachineIdentity::gather();
+    report::push::plan::Identity {
+        hostname: if id.hostname.is_empty() {
+            settings.hostname.clone().unwrap_or_default()
+        } else {
+            id.hostname
+        },
+        machine_id: id.machine_id,
+        boot_id: id.boot_id,
+    }
+}
+
+/// Starts the health listener (if asked for) beside the agent and runs the agent.
+async fn run_agent(
+    settings: Settings,
+    keys: secrets::KeyContext,
+    reporter: report::Reporter,
+    shared: report::listener::Shared,
+) -> Result<(), AgentError> {
+    if let Some(addr) = settings.health.listen {
+        // Never in the way of joining: a listener that cannot start is reported and skipped.
+        tokio::spawn(async move {
+            if let Err(e) = report::listener::serve(addr, shared).await {
+                tracing::error!(
+                    "health listener on {addr} cannot start: {e}; joining continues without it"
+                );
+            }
+        });
+    }
+    agent::Agent::new(settings, keys, reporter)?.run().await
 }
 
 fn status(args: &StatusArgs) -> u8 {

@@ -5,7 +5,8 @@
 #   Go >= 1.26.4    to build the pinned tailscale and headscale (tests/peers/build.sh);
 #                   fetched as a toolchain module from the Go module proxy when absent or old
 #   cargo (Rust)    to build the agent; edition 2024 needs Rust >= 1.85
-#   python3+pytest  the real-peer test runner (+ prometheus_client, a real metrics parser)
+#   python3+pytest  the real-peer test runner (+ prometheus_client, a real metrics parser,
+#                   + jsonschema, which validates the pushed webhook bodies)
 #   openssl         makes the throwaway CA for the HTTPS key-source tests
 
 tj_die() { echo "tests/lib/ensure-deps.sh: $*" >&2; exit 1; }
@@ -83,8 +84,19 @@ tj_ensure_prometheus_parser() {
   python3 -c 'import prometheus_client.parser' 2>/dev/null || tj_die "cannot install prometheus_client"
 }
 
+# jsonschema validates every pushed webhook body against docs/schema/report-v1.json (draft 2020-12,
+# which needs jsonschema >= 4.0: Debian 12 ships 4.10).
+tj_ensure_jsonschema() {
+  python3 -c 'from jsonschema import Draft202012Validator' 2>/dev/null && return 0
+  python3 -m pip install -q 'jsonschema>=4' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'jsonschema>=4' \
+    || tj_apt python3-jsonschema
+  python3 -c 'from jsonschema import Draft202012Validator' 2>/dev/null || tj_die "cannot install python3 jsonschema >= 4"
+}
+
 tj_ensure_go
 tj_ensure_rust
 tj_ensure_python
 tj_ensure_prometheus_parser
+tj_ensure_jsonschema
 command -v openssl >/dev/null 2>&1 || tj_apt openssl

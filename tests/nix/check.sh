@@ -201,7 +201,7 @@ for name, cfg in a["provisionerConfigs"].items():
 for name, bad in a["badProvisionerConfigs"].items():
     json.dump(bad["config"], open(f"{w}/badprov-{name}.json", "w"))
     open(f"{w}/badprov-{name}.field", "w").write(bad["field"])
-json.dump(a["healthConfig"], open(f"{w}/health.json", "w"))
+json.dump(a["unknownHealthConfig"], open(f"{w}/health-unknown.json", "w"))
 open(f"{w}/module.service", "w").write(a["unitText"])
 with open(f"{w}/sets", "w") as f:
     for k, v in sorted(a["instance"].items()):
@@ -219,6 +219,19 @@ EOF
           pass "the configs checked include the $src key source"
         else
           fail "the configs checked include the $src key source" "no artifacts.configs entry has auth_key.$src"
+        fi
+      done
+      # Every push reporter, and the pull side, must be among them too.
+      for field in listen textfile webhook healthchecks uptime_kuma; do
+        if python3 - "$work" "$field" <<'EOF'
+import glob, json, sys
+cfgs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/config-*.json")]
+sys.exit(0 if any(sys.argv[2] in (c.get("health") or {}) for c in cfgs) else 1)
+EOF
+        then
+          pass "the configs checked include health.$field"
+        else
+          fail "the configs checked include health.$field" "no artifacts.configs entry has health.$field"
         fi
       done
       for c in "$work"/config-*.json; do
@@ -246,12 +259,13 @@ EOF
           fail "tailjoin provision --check rejects $n naming $field, exit 2 (got $rc)" "$out"
         fi
       done
-      out=$("$TJ" check-config "$work/health.json" 2>&1)
+      # extraSettings can put what the typed health options cannot: the agent must refuse it.
+      out=$("$TJ" check-config "$work/health-unknown.json" 2>&1)
       rc=$?
-      if [ $rc = 2 ] && grep -q "health" <<<"$out" && grep -q webhook <<<"$out"; then
-        pass "tailjoin check-config rejects an unknown health setting (health.webhook) naming it, exit 2"
+      if [ $rc = 2 ] && grep -q "health" <<<"$out" && grep -q bogus <<<"$out"; then
+        pass "tailjoin check-config rejects an unknown health setting (health.bogus) naming it, exit 2"
       else
-        fail "tailjoin check-config rejects health naming the field, exit 2 (got $rc)" "$out"
+        fail "tailjoin check-config rejects an unknown health setting (health.bogus) naming it, exit 2 (got $rc)" "$out"
       fi
     fi
 

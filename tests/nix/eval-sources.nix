@@ -1,6 +1,7 @@
 # Evaluation tests for the key sources that lead to a provisioner or mint keys
 # (authKey.kernelCmdline, authKey.headscale, authKey.tailscaleOAuth), and the store-leak check
-# for every key source. Imported by eval.nix with its helpers; returns { results; configs; }.
+# for every key source and every push reporter's secret (services.tailjoin.health). Imported by
+# eval.nix with its helpers; returns { results; configs; }.
 {
   lib,
   pkgs,
@@ -142,6 +143,35 @@
         file = secret;
       };
     };
+    # The push reporters' URLs and token, next to a key credential.
+    health-webhook-url-credential = pushWith {webhook.url.credential.source = secret;};
+    health-webhook-url-credential-encrypted = pushWith {
+      webhook.url.credential = {
+        source = secret;
+        encrypted = true;
+      };
+    };
+    health-webhook-url-file = pushWith {webhook.url.file = secret;};
+    health-webhook-token-credential = pushWith {
+      webhook = {
+        url.credential = {};
+        bearerToken.credential.source = secret;
+      };
+    };
+    health-webhook-token-file = pushWith {
+      webhook = {
+        url.credential = {};
+        bearerToken.file = secret;
+      };
+    };
+    health-healthchecks-url-credential = pushWith {healthchecks.url.credential.source = secret;};
+    health-healthchecks-url-file = pushWith {healthchecks.url.file = secret;};
+    health-uptime-kuma-url-credential = pushWith {uptimeKuma.url.credential.source = secret;};
+    health-uptime-kuma-url-file = pushWith {uptimeKuma.url.file = secret;};
+  };
+  pushWith = health: {
+    authKey.credential.source = "/run/keys/tailscale-auth-key";
+    inherit health;
   };
   leaksOf = extra: let
     c = tj extra;
@@ -450,7 +480,7 @@
       null)
 
     # ---- the store-leak check
-    (test "store leak: no key source renders the secret file's content or a store path of it"
+    (test "store leak: no key source or push secret renders the secret file's content or a store path of it"
       (let
         problems = lib.mapAttrs (_: extra: failing (tj extra) ++ leaksOf extra) (leakScenarios fixture);
       in

@@ -1,8 +1,9 @@
 # Module evaluation tests for modules/tailjoin.nix, with the real nixpkgs lib and stand-ins for
 # the NixOS options the module sets (and for the few pkgs functions it calls). The tests of the
-# minting and kernel command line sources (eval-sources.nix), of modules/provisioner.nix
-# (eval-provisioner.nix), of secrets/examples (eval-examples.nix) and of flake.nix's modules
-# (eval-flake.nix) run from here too, with the same helpers.
+# minting and kernel command line sources (eval-sources.nix), of the health settings and push
+# reporters (eval-health.nix), of modules/provisioner.nix (eval-provisioner.nix), of
+# secrets/examples (eval-examples.nix) and of flake.nix's modules (eval-flake.nix) run from here
+# too, with the same helpers.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs.lib nix-instantiate --eval --strict --json tests/nix/eval.nix
 #
@@ -265,7 +266,8 @@ let
           operator = null;
         }
         && tj.waitFor == []
-        && tj.health == {}
+        && tj.health.listen == null
+        && tj.health.webhook.url == null
         && tj.extraSettings == {}
         && tj.validateConfig
         && tj.socket == "/var/run/tailscale/tailscaled.sock"
@@ -395,7 +397,7 @@ let
           allow_plain_http = true;
         })
       null)
-    (test "extraSettings merge over, health passes through only when set"
+    (test "extraSettings merge over, health is rendered only when set"
       (let
         j = rawOf (unvalidated {
           extraSettings.retry.max_attempts = 42;
@@ -674,11 +676,12 @@ let
     inherit lib pkgs nixosStandIns renderUnit unitSpec test firesWith failing throws leaks leakMarker;
   };
   sources = import ./eval-sources.nix helpers;
+  health = import ./eval-health.nix helpers;
   provisioner = import ./eval-provisioner.nix helpers;
   examples = import ./eval-examples.nix helpers;
   flake = import ./eval-flake.nix helpers;
 in {
-  results = results ++ sources.results ++ provisioner.results ++ examples.results ++ flake.results;
+  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
     configs =
@@ -698,14 +701,15 @@ in {
         });
       }
       // sources.configs
+      // health.configs
       // examples.configs;
     # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
     # naming the field).
     provisionerConfigs = provisioner.configs // examples.provisionerConfigs;
     badProvisionerConfigs = provisioner.badConfigs;
-    # A health setting the current agent does not know yet (push reporters come later): it must
-    # be rejected with the field named, not ignored.
-    healthConfig = rawOf (unvalidated {health.webhook = "https://hooks.example/fake";});
+    # A health setting the agent does not know (the options cannot make one; extraSettings can):
+    # it must be rejected with the field named, not ignored.
+    unknownHealthConfig = rawOf (unvalidated {extraSettings.health.bogus = true;});
     # The module's unit, rendered, and the instance keys the module adds to tailjoin-unit.json.
     unitText = renderUnit svc;
     instance = builtins.removeAttrs svc.serviceConfig (builtins.attrNames unitSpec.service);

@@ -16,6 +16,7 @@ import json  # noqa: E402
 import peers  # noqa: E402
 from agent import Agent  # noqa: E402
 from provisioner import Provisioner, credentials_dir, kernel_cmdline  # noqa: E402
+from receiver import Receiver  # noqa: E402
 
 
 def say(text: str) -> None:
@@ -28,6 +29,7 @@ def main() -> int:
         hs = peers.Headscale(work / "headscale")
         ts = peers.Tailscaled(work / "tailscaled", "demo-node")
         agent = None
+        receiver = None
         fleet: list = []
         try:
             say(f"starting headscale {hs.url} (sqlite, embedded DERP, loopback only)")
@@ -44,8 +46,26 @@ def main() -> int:
             ts.start()
             print(f"    backend state: {ts.state()}")
 
+            say("starting a webhook receiver: where the agent pushes its health reports")
+            receiver = Receiver(work / "receiver").start()
+            hook_path, _ = Receiver.secret_path("/hook", "demo-webhook")
+            creds = credentials_dir(work / "credentials", tailjoin_webhook_url=receiver.url(hook_path))
+            health_port = peers.free_port()
+            cfg = work / "tailjoin.json"
+            cfg.write_text(json.dumps({"health": {
+                "listen": f"127.0.0.1:{health_port}",
+                "heartbeat_secs": 60,
+                "allow_plain_http": True,
+                "webhook": {"url": {"credential": "tailjoin-webhook-url"}},
+            }}, indent=1))
+            print(f"    receiver on {receiver.base}; the webhook URL (it ends in a token) is the systemd-style")
+            print("    credential tailjoin-webhook-url, never in the config; the config:")
+            for line in cfg.read_text().splitlines():
+                print("    | " + line)
+
             say("starting tailjoin: it watches tailscaled's IPN bus and joins with the key")
-            agent = Agent(work / "agent", ts, hs.url, key_file=key_path, log_level="info")
+            agent = Agent(work / "agent", ts, hs.url, key_file=key_path, log_level="info",
+                          args=[f"--config={cfg}"], env={"CREDENTIALS_DIRECTORY": str(creds)})
             print("    $ tailjoin " + " ".join(agent.argv[1:]))
             agent.start()
             report = agent.wait_state("running", timeout=60)
@@ -67,6 +87,7 @@ def main() -> int:
                 print(f"    node {n['id']}: {n['name']}  {' '.join(n['ip_addresses'])}  {state}  user {n['user']['name']}")
             if out.returncode != 0:
                 return 1
+            show_health(receiver, health_port)
             return netboot_fleet(work, hs, fleet)
         except Exception as e:  # noqa: BLE001 - the demo explains any failure and exits non-zero
             print(f"\ndemo failed: {e}", file=sys.stderr)
@@ -76,9 +97,41 @@ def main() -> int:
                 thing.stop()
             if agent:
                 agent.stop()
+            if receiver:
+                receiver.stop()
             ts.stop()
             hs.stop()
             time.sleep(0.2)
+
+
+def show_health(receiver: Receiver, health_port: int) -> None:
+    """The reports that reached the webhook receiver, and the pull side with curl."""
+    reqs = receiver.wait_for(
+        lambda rs: any(json.loads(r.text).get("state") == "running" for r in rs),
+        timeout=20, what="report of the node running",
+    )
+    say(f"the webhook receiver got {len(reqs)} reports (POST, JSON per docs/schema/report-v1.json)")
+    for r in reqs:
+        b = json.loads(r.text)
+        print(f"    {b['timestamp']}  {b['event']:<10}  {b['previous_state'] or '-'} -> {b['state']}")
+    running = [json.loads(r.text) for r in reqs if json.loads(r.text)["state"] == "running"][-1]
+    print("    the last one:")
+    for line in json.dumps(running, indent=2).splitlines():
+        print("    | " + line)
+
+    url = f"http://127.0.0.1:{health_port}"
+    for path in ("/healthz", "/metrics"):
+        say(f"curl {url}{path}")
+        out = subprocess.run(["curl", "-sS", "-w", "\nHTTP %{http_code}\n", url + path],
+                             capture_output=True, text=True, timeout=10)
+        lines = out.stdout.splitlines()
+        if path == "/metrics":
+            lines = [x for x in lines if x.startswith(("tailjoin_state{state=\"running", "tailjoin_joins",
+                                                     "tailjoin_time_to_join", "tailjoin_push", "HTTP"))]
+        for line in lines:
+            print("    " + line)
+        if out.returncode != 0:
+            raise RuntimeError(f"curl {path} failed: {out.stderr.strip()}")
 
 
 def netboot_fleet(work: Path, hs: peers.Headscale, fleet: list) -> int:

@@ -29,6 +29,8 @@ pub struct Counters {
     pub failures: BTreeMap<String, u64>,
     /// When the state last changed, in Unix milliseconds.
     pub last_transition_ms: u64,
+    /// Push reports by (reporter, outcome): sent, failed (given up), dropped (queue full).
+    pub push: BTreeMap<(String, String), u64>,
 }
 
 /// Prometheus text format (version 0.0.4).
@@ -71,6 +73,19 @@ pub fn render(report: &StatusReport, counters: &Counters) -> String {
             "# HELP tailjoin_time_to_join_seconds From the agent's start to the first Running.\n# TYPE tailjoin_time_to_join_seconds gauge\ntailjoin_time_to_join_seconds {:.3}",
             ms as f64 / 1000.0
         );
+    }
+    if !counters.push.is_empty() {
+        out.push_str(
+            "# HELP tailjoin_push_reports_total Push reports by reporter and outcome (sent, failed after all attempts, dropped).\n# TYPE tailjoin_push_reports_total counter\n",
+        );
+        for ((reporter, outcome), n) in &counters.push {
+            let _ = writeln!(
+                out,
+                "tailjoin_push_reports_total{{reporter=\"{}\",outcome=\"{}\"}} {n}",
+                escape(reporter),
+                escape(outcome)
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -155,6 +170,7 @@ mod tests {
         let mut c = Counters::default();
         c.failures.insert("key-rejected".into(), 3);
         c.last_transition_ms = 1_795_000_000_123;
+        c.push.insert(("webhook".into(), "sent".into()), 4);
         let text = render(&r, &c);
         assert!(text.contains("tailjoin_state{state=\"running\"} 1\n"));
         assert!(text.contains("tailjoin_state{state=\"failed\"} 0\n"));
@@ -163,6 +179,9 @@ mod tests {
         assert!(text.contains("tailjoin_failures_total{kind=\"key-rejected\"} 3\n"));
         assert!(text.contains("tailjoin_time_to_join_seconds 4.250\n"));
         assert!(text.contains("tailjoin_last_transition_timestamp_seconds 1795000000.123\n"));
+        assert!(
+            text.contains("tailjoin_push_reports_total{reporter=\"webhook\",outcome=\"sent\"} 4\n")
+        );
         assert!(text.ends_with('\n'));
     }
 }

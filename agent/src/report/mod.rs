@@ -1,8 +1,10 @@
 //! Health reporting on every transition: one journal entry with structured fields, systemd's
-//! status line (and `READY=1` at the first Running), and the status file.
+//! status line (and `READY=1` at the first Running), the status file, the metrics (listener and
+//! textfile) and the push reporters' queues.
 
 pub mod listener;
 pub mod metrics;
+pub mod push;
 pub mod sd_notify;
 pub mod status_file;
 pub mod time;
@@ -30,9 +32,10 @@ pub struct Transition {
 pub struct Reporter {
     notifier: Notifier,
     state_dir: PathBuf,
-    /// What the health listener serves.
+    /// The report and counters: what the health listener serves and the textfile holds. The
+    /// push reporters add their counts here too.
     shared: listener::Shared,
-    counters: metrics::Counters,
+    push: push::PushQueues,
     /// node_exporter textfile-collector file, rewritten on every transition.
     textfile: Option<PathBuf>,
     textfile_warned: bool,
@@ -73,8 +76,8 @@ impl Reporter {
         Reporter {
             notifier,
             state_dir,
-            shared: std::sync::Arc::new(std::sync::Mutex::new((report.clone(), counters.clone()))),
-            counters,
+            shared: std::sync::Arc::new(std::sync::Mutex::new((report.clone(), counters))),
+            push: push::PushQueues::default(),
             textfile: None,
             textfile_warned: false,
             started: Instant::now(),
@@ -87,6 +90,13 @@ impl Reporter {
     /// Also writes the metrics to `path` (node_exporter's textfile collector) on every transition.
     pub fn with_textfile(mut self, path: Option<PathBuf>) -> Self {
         self.textfile = path;
+        self
+    }
+
+    /// Hands every report to the push reporters from now on, starting with the current one.
+    pub fn with_push(mut self, queues: push::PushQueues) -> Self {
+        queues.offer(&self.report);
+        self.push = queues;
         self
     }
 
@@ -126,18 +136,32 @@ impl Reporter {
         self.report.summary = t.summary.clone();
         self.report.since = time::rfc3339(SystemTime::now());
         self.report.backend_state = t.backend.map(|b| b.name().to_owned());
-        if let Some(err) = &t.error {
-            if self.report.error.as_ref() != Some(err) {
-                *self.counters.failures.entry(err.kind.clone()).or_default() += 1;
-            }
-        }
-        self.counters.last_transition_ms = time::unix_ms(SystemTime::now());
+        // A failure counts once, when it is first reported.
+        let new_failure = t
+            .error
+            .as_ref()
+            .filter(|err| self.report.error.as_ref() != Some(*err))
+            .map(|err| err.kind.clone());
         self.report.node = t.node.clone();
         self.report.error = t.error.clone();
-        if let Ok(mut shared) = self.shared.lock() {
-            *shared = (self.report.clone(), self.counters.clone());
+        let metrics_text = match self.shared.lock() {
+            Ok(mut shared) => {
+                let (report, counters) = &mut *shared;
+                if let Some(kind) = new_failure {
+                    *counters.failures.entry(kind).or_default() += 1;
+                }
+                counters.last_transition_ms = time::unix_ms(SystemTime::now());
+                *report = self.report.clone();
+                self.textfile
+                    .is_some()
+                    .then(|| metrics::render(report, counters))
+            }
+            Err(_) => None,
+        };
+        if let Some(text) = metrics_text {
+            self.write_textfile(&text);
         }
-        self.write_textfile();
+        self.push.offer(&self.report);
 
         self.log(&t, prev, elapsed_ms);
         self.notify(&t);
@@ -152,9 +176,8 @@ impl Reporter {
         }
     }
 
-    fn write_textfile(&mut self) {
+    fn write_textfile(&mut self, text: &str) {
         let Some(path) = &self.textfile else { return };
-        let text = metrics::render(&self.report, &self.counters);
         if let Err(e) = status_file::write_atomically(path, text.as_bytes()) {
             if !self.textfile_warned {
                 self.textfile_warned = true;

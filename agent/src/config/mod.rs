@@ -5,6 +5,12 @@
 //! what to do. Command-line flags and environment variables produce a [`RawConfig`] too, laid
 //! over the file's, so there is exactly one validation path.
 
+mod health;
+
+pub use health::{
+    HealthSettings, PushSettings, RawHealth, RawPingUrl, RawWebhook, WebhookSettings,
+};
+
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -48,24 +54,8 @@ pub struct RawConfig {
     pub wait_for_units: Option<Vec<String>>,
     /// How long to wait for the units before giving up.
     pub units_timeout_secs: Option<u64>,
-    /// Health reporting: the pull side (HTTP listener, textfile collector).
+    /// Health reporting: pull (listener, textfile) and push (webhook, healthchecks, Uptime Kuma).
     pub health: Option<RawHealth>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// `IP:PORT` for the `/healthz` and `/metrics` listener (off when absent).
-    pub listen: Option<String>,
-    /// node_exporter textfile-collector file the metrics are written to on every transition.
-    pub textfile: Option<PathBuf>,
-}
-
-/// Validated health settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthSettings {
-    pub listen: Option<std::net::SocketAddr>,
-    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -415,10 +405,7 @@ impl RawConfig {
             wait_for_units: over.wait_for_units.or(self.wait_for_units),
             units_timeout_secs: over.units_timeout_secs.or(self.units_timeout_secs),
             health: match (self.health, over.health) {
-                (Some(base), Some(top)) => Some(RawHealth {
-                    listen: top.listen.or(base.listen),
-                    textfile: top.textfile.or(base.textfile),
-                }),
+                (Some(base), Some(top)) => Some(base.overlay(top)),
                 (base, top) => top.or(base),
             },
         }
@@ -648,32 +635,7 @@ impl RawConfig {
             ));
         }
 
-        let raw_health = self.health.unwrap_or_default();
-        let health = HealthSettings {
-            listen: raw_health
-                .listen
-                .map(|l| {
-                    l.parse().map_err(|_| {
-                        invalid(
-                            "health.listen",
-                            format!("{l:?} is not IP:PORT"),
-                            "use e.g. \"127.0.0.1:9901\" (or the node's tailnet address)",
-                        )
-                    })
-                })
-                .transpose()?,
-            textfile: match raw_health.textfile {
-                Some(p) if !p.is_absolute() || p.extension().is_none_or(|e| e != "prom") => {
-                    return Err(invalid(
-                        "health.textfile",
-                        format!("{} is not an absolute path ending in .prom", p.display()),
-                        "use a file in node_exporter's --collector.textfile.directory, e.g. \
-                         /var/lib/prometheus-node-exporter-text-files/tailjoin.prom",
-                    ));
-                }
-                other => other,
-            },
-        };
+        let health = self.health.unwrap_or_default().validate()?;
 
         // A minted key carries the tags and the control server tags the node from it; headscale
         // (0.29) refuses a pre-auth-key registration that also requests tags.
