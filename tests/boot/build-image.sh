@@ -5,7 +5,7 @@
 # at boot as a systemd credential (see run_boot.py).
 #
 #   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR] [--encrypted-credential]
-#                             [--provisioner-ca PEM]
+#                             [--provisioner-ca PEM] [--push-credential NAME]
 #
 #   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
 #   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
@@ -21,6 +21,11 @@
 #                  unit gets no credential directive but ProcSubset=all (what the NixOS module
 #                  sets for that source: ProcSubset=pid hides /proc/cmdline and /proc/sys); PEM,
 #                  the provisioner's CA certificate (public), goes to /etc/tailjoin/prov-ca.pem
+#   --push-credential NAME
+#                  a push reporter's URL (it carries a token) comes as the system credential NAME:
+#                  the unit gets a second LoadCredential=NAME and ProcSubset=all (what the NixOS
+#                  module sets when push reporters are on: ProcSubset=pid hides /proc/sys, where
+#                  the report's hostname and boot id are read); the config must name NAME
 #
 # Prints the image directory on its last line: disk.img (raw ext4, boot it with -snapshot),
 # vmlinuz, initrd.img, manifest.json (and credential.secret with --encrypted-credential).
@@ -40,7 +45,7 @@ cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
 die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca=""
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca="" push_cred=""
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
     --peers) peers=$2; shift 2 ;;
     --encrypted-credential) encrypted=1; shift ;;
     --provisioner-ca) prov_ca=$2; shift 2 ;;
+    --push-credential) push_cred=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -166,6 +172,20 @@ if [ -n "$prov_ca" ]; then
   grep -q 'PRIVATE KEY' "$prov_ca" && die "--provisioner-ca $prov_ca holds a private key; only the CA certificate goes into the image"
   grep -q '"kernel_cmdline"' "$config" || die "--provisioner-ca wants a config whose auth_key is kernel_cmdline"
 fi
+if [ -n "$push_cred" ]; then
+  [ -z "$prov_ca" ] && [ "$encrypted" = 0 ] || die "--push-credential goes with the plain credential image only"
+  [[ $push_cred =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] && [ "$push_cred" != tailscale-auth-key ] \
+    || die "--push-credential $push_cred is not a credential name (or is the key's)"
+  python3 -c 'import json, sys
+def refs(v):
+    if isinstance(v, dict):
+        yield v.get("credential")
+        for x in v.values(): yield from refs(x)
+    elif isinstance(v, list):
+        for x in v: yield from refs(x)
+sys.exit(sys.argv[2] not in refs(json.load(open(sys.argv[1])).get("health")))' "$config" "$push_cred" \
+    || die "--push-credential $push_cred: the config's health section does not name that credential"
+fi
 
 # The same renderer tests/nix/check.sh compares the NixOS module's unit against. The credential
 # directive is what the NixOS module writes for `authKey.credential = { source = null; }`, or
@@ -177,6 +197,9 @@ cred_directive=LoadCredential
 # ProcSubset=pid, and the last assignment wins (the guest checks `systemctl show -p ProcSubset`).
 unit_sets=(--set "Service.$cred_directive=tailscale-auth-key")
 [ -n "$prov_ca" ] && unit_sets=(--set "Service.ProcSubset=all")
+# With --push-credential a second LoadCredential= line (render-unit.py makes a repeated key a
+# list, one line each, in the order given) and ProcSubset=all, appended like the above.
+[ -n "$push_cred" ] && unit_sets+=(--set "Service.LoadCredential=$push_cred" --set "Service.ProcSubset=all")
 python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
   --set "Service.ExecStart=/usr/local/bin/tailjoin run --config /etc/tailjoin/config.json" \
   "${unit_sets[@]}" \
@@ -252,6 +275,7 @@ json.dump({
   "image_seconds": round(($(date +%s%N) - $t0) / 1e9, 2),
   "agent": "$agent", "peers": "$peers",
   "credential": "none (kernel_cmdline)" if "$prov_ca" else "encrypted" if $encrypted else "plain",
+  "push_credential": "$push_cred" or None,
   "base_rootfs": "$base/rootfs",
 }, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -267,6 +291,9 @@ if [ ! -s "$out/manifest.json" ]; then
   # Keep the five newest images.
   ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +6 | xargs -r rm -rf
 else
+  # Newest again: the pruning above keeps the five newest, so an image reused by this run must
+  # not look older than the ones it builds afterwards (a run uses up to four).
+  touch "$out"
   log "image cached: $out"
 fi
 echo "$out"

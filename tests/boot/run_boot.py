@@ -10,7 +10,9 @@ neither in the image nor on qemu's command line. With an image built with
 host secret (`systemd-creds encrypt --with-key=host`, see encrypt-credential.sh) instead.
 With no key at all (the netboot flow, scenario `provisioned`), no credential is passed; the
 kernel command line then carries `tailjoin.key_url=` and a one-time `tailjoin.boot_token=`
-(`extra_append`), and the NIC gets a fixed MAC (`mac`) the provisioner allows.
+(`extra_append`), and the NIC gets a fixed MAC (`mac`) the provisioner allows. Further system
+credentials (e.g. a push reporter's URL, which carries a token) travel the same way, each in its
+own 0600 file and its own `-smbios type=11,path=` (or `-fw_cfg`) option (`extra_credentials`).
 
     run_boot.py --image DIR --key-file FILE [--scenario normal] [--encrypt] [--out DIR]
 
@@ -170,6 +172,7 @@ def boot(
     credential: str | None = None,
     extra_append: str = "",
     mac: str | None = None,
+    extra_credentials: dict[str, str] | None = None,
 ) -> BootResult:
     """Boot once. `credential` is the system credential's value (default: `key` itself; the
     ciphertext from encrypt_credential() for an --encrypted-credential image). `events` are
@@ -177,7 +180,9 @@ def boot(
     `marker` on the results port (None: after qemu started), e.g.
     ("TJ-TAILJOIN-STARTED", 25, start_headscale);
     `key` None with no `credential`: no credential at all. `extra_append` goes on the kernel
-    command line, `mac` onto the virtio NIC (default: qemu's own);
+    command line, `mac` onto the virtio NIC (default: qemu's own); `extra_credentials` maps
+    further system credential names to their values (files `credential-NAME`, removed after the
+    boot like the key's);
     `on_done(result)` runs once the guest has reported and is still up (for host-side checks
     such as headscale listing the node online); then qemu is stopped."""
     image = Path(image)
@@ -206,6 +211,22 @@ def boot(
         cred_args = ["-fw_cfg", f"name=opt/io.systemd.credentials/{CREDENTIAL},file={cred}"]
     else:
         raise BootError(f"TAILJOIN_BOOT_CRED={method}: use smbios or fw_cfg")
+    # qemu collects the strings of every `-smbios type=11` option into the OEM strings table;
+    # systemd imports each `io.systemd.credential:` string as its own system credential.
+    extra_files = []
+    for name, text in (extra_credentials or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == CREDENTIAL:
+            raise BootError(f"not a credential name (or the key's): {name!r}")
+        path = run_dir / f"credential-{name}"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"io.systemd.credential:{name}={text}" if method == "smbios" else text)
+        extra_files.append(path)
+        if method == "smbios":
+            cred_args += ["-smbios", f"type=11,path={path}"]
+        else:
+            cred_args += ["-fw_cfg", f"name=opt/io.systemd.credentials/{name},file={path}"]
 
     append = (
         "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.show_status=1 "
@@ -278,6 +299,8 @@ def boot(
                 proc.wait()
         res.seconds = round(time.monotonic() - t0, 1)
         cred.unlink(missing_ok=True)
+        for path in extra_files:
+            path.unlink(missing_ok=True)
         for name, text in res.sections.items():
             (run_dir / f"section-{name}.txt").write_text(text)
     return res

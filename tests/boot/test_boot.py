@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "real_peers"))
 
 import run_boot  # noqa: E402
+from hook_receiver import HookReceiver  # noqa: E402
 
 try:
     import peers  # noqa: E402  (tests/real_peers/peers.py: the headscale harness)
@@ -130,7 +131,8 @@ def headscale(peers_bin, out_root):
 
 
 def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image",
-                auth_key: dict | None = None, config_name: str = "tailjoin-config.json") -> Path:
+                auth_key: dict | None = None, config_name: str = "tailjoin-config.json",
+                health: dict | None = None) -> Path:
     if os.geteuid() != 0:
         pytest.fail("the boot test builds a root file system with debootstrap and needs root", pytrace=False)
     try:
@@ -138,14 +140,17 @@ def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image
     except run_boot.BootError as e:
         pytest.fail(str(e), pytrace=False)
     config = out_root / config_name
-    config.write_text(json.dumps({
+    settings = {
         "login_server": headscale.guest_url,
         "auth_key": auth_key or {"credential": run_boot.CREDENTIAL},
         "hostname": HOSTNAME,
         # Short enough that, with headscale down at boot, the agent reports a join timeout
         # before headscale appears; far above a normal join (~2-3 s under TCG).
         "join_timeout_secs": 15,
-    }) + "\n")
+    }
+    if health is not None:
+        settings["health"] = health
+    config.write_text(json.dumps(settings) + "\n")
     env = dict(os.environ, TAILJOIN_PEERS_BIN=str(peers_bin))
     t0 = time.monotonic()
     r = subprocess.run(
@@ -188,6 +193,27 @@ def provisioned_image(headscale, peers_bin, out_root, provisioner_tls) -> Path:
     return build_image(headscale, peers_bin, out_root, "--provisioner-ca", str(provisioner_tls["ca"]),
                        label="provisioned_image", config_name="tailjoin-config-provisioned.json",
                        auth_key={"kernel_cmdline": {"ca_file": PROV_CA_IN_GUEST}})
+
+
+# The webhook push reporter (scenario tailscaled-late): its URL is a secret (the path carries a
+# token), so it reaches the guest like the key, as the system credential WEBHOOK_CREDENTIAL.
+WEBHOOK_CREDENTIAL = "tailjoin-webhook-url"
+# The guest's kernel host name in that scenario (systemd.hostname= on the kernel command line),
+# unlike the configured tailnet host name, which is what a report would carry if /proc/sys
+# were hidden (ProcSubset=pid).
+WEBHOOK_GUEST_HOSTNAME = "bootvm-hook"
+REPORT_SCHEMA = ROOT / "docs" / "schema" / "report-v1.json"
+
+
+@pytest.fixture(scope="session")
+def webhook_image(headscale, peers_bin, out_root) -> Path:
+    """The plain-credential image plus the webhook reporter: a config whose health.webhook.url
+    is the credential WEBHOOK_CREDENTIAL (plain http allowed: the receiver is on the host's
+    loopback; no heartbeats), and a unit with a second LoadCredential= and ProcSubset=all."""
+    return build_image(headscale, peers_bin, out_root, "--push-credential", WEBHOOK_CREDENTIAL,
+                       label="webhook_image", config_name="tailjoin-config-webhook.json",
+                       health={"allow_plain_http": True, "heartbeat_secs": 0,
+                               "webhook": {"url": {"credential": WEBHOOK_CREDENTIAL}}})
 
 
 # --------------------------------------------------------------------------- provisioner
@@ -407,8 +433,16 @@ def measure(res: run_boot.BootResult, entry: dict, scenario: str) -> None:
     note(f"{scenario}.states", [e.get("TAILJOIN_STATE") for e in res.journal() if e.get("TAILJOIN_STATE")])
 
 
-def boot_and_check_online(image: Path, headscale, out_root: Path, scenario: str, key: str | None, **kw) -> run_boot.BootResult:
+def boot_and_check_online(image: Path, headscale, out_root: Path, scenario: str, key: str | None,
+                          after_done=None, **kw) -> run_boot.BootResult:
+    """Boots; once the guest reported, asks headscale for the node (while the guest is still
+    up), then runs `after_done(res)` if given, still before qemu is stopped."""
     def on_done(res: run_boot.BootResult):
+        look_up_node(res)
+        if after_done:
+            after_done(res)
+
+    def look_up_node(res: run_boot.BootResult):
         status = json.loads(res.sections.get("status-json") or "{}")
         ips = set(re.findall(r"100\.\d+\.\d+\.\d+", json.dumps(status)))
         deadline = time.monotonic() + 30
@@ -447,11 +481,30 @@ def test_normal_boot(image, headscale, out_root):
 
 
 @pytest.mark.skipif(not selected("tailscaled-late"), reason="not in TAILJOIN_BOOT_SCENARIOS")
-def test_tailscaled_failed_at_boot_then_started(image, headscale, out_root):
+def test_tailscaled_failed_at_boot_then_started(webhook_image, headscale, out_root):
     """tailscaled's first start fails on purpose; a unit starts it 10 s later. tailjoin waits
-    for it and joins."""
+    for it and joins. The image has the webhook reporter on (webhook_image): a receiver on the
+    host's loopback gets the reports, waiting-for-tailscaled before running."""
     key = headscale.preauth_key(headscale.user_id)
-    res = boot_and_check_online(image, headscale, out_root, "tailscaled-late", key)
+    with HookReceiver() as hook:
+        url = hook.url_for(GuestHeadscale.GUEST_HOST)
+
+        def wait_for_running_report(res: run_boot.BootResult):
+            # Reports are pushed beside the agent's work, so the Running one may still be on
+            # its way when the guest reports; the guest is up until this returns.
+            t0 = time.monotonic()
+            hook.wait_for(lambda rs: any(report_state(r) == "running" for r in rs), 30)
+            res.host["waited_for_running_report_seconds"] = round(time.monotonic() - t0, 1)
+
+        res = boot_and_check_online(webhook_image, headscale, out_root, "tailscaled-late", key,
+                                    after_done=wait_for_running_report,
+                                    extra_credentials={WEBHOOK_CREDENTIAL: url},
+                                    extra_append=f"systemd.hostname={WEBHOOK_GUEST_HOSTNAME}")
+    requests = hook.requests()
+    bodies = assert_webhook_reports(res, hook, requests, "tailscaled-late", before_running="waiting-for-tailscaled")
+    # The webhook was told why, as the journal was (below): tailscaled's unit had failed.
+    assert any(b["state"] == "waiting-for-tailscaled" and (b["error"] or {}).get("kind") == "unit-failed"
+               for b in bodies), [(b["state"], b["error"]) for b in bodies]
     ts = res.show("show-tailscaled")
     journal_text = res.sections.get("journal-text", "")
     assert "failing tailscaled's first start on purpose" in journal_text, "the scenario did not happen"
@@ -469,6 +522,118 @@ def test_tailscaled_failed_at_boot_then_started(image, headscale, out_root):
     # ... instead of probing the socket while tailscaled was down.
     assert not any("socket" in m and "is not there" in m for m in messages), messages
     note("tailscaled-late.tailjoin_restarts", res.show().get("NRestarts"))
+
+
+def report_state(r) -> str | None:
+    try:
+        return r.json.get("state")
+    except (ValueError, AttributeError):
+        return None
+
+
+def assert_webhook_reports(res: run_boot.BootResult, hook: HookReceiver, requests: list, scenario: str,
+                           before_running: str | None = None) -> list[dict]:
+    """The webhook reporter under the real unit: the URL came as a second system credential and
+    the unit loaded it next to the key, with ProcSubset=all; every request the receiver got is a
+    POST to the secret path with a body valid against docs/schema/report-v1.json; a Running
+    report names this boot of this machine (boot id, machine id, kernel host name, shipped by
+    the guest) and the node's addresses in headscale; `before_running` was reported before it;
+    and the URL's token is nowhere in the guest (journal, argv, environment, files) nor in
+    anything that came out of it. Returns the report bodies in arrival order."""
+    try:
+        import jsonschema
+    except ImportError:
+        pytest.fail("python3 jsonschema is missing (apt-get install python3-jsonschema)", pytrace=False)
+
+    ctx = f"(scenario {scenario}; evidence in {res.run_dir})"
+    checks = res.checks
+    # The unit and the credential, as the guest saw them.
+    assert checks.get("webhook_system_credential") == "present", f"webhook credential not imported {ctx}: {checks}"
+    assert checks.get("webhook_service_credential") == "same", f"webhook credential not loaded {ctx}: {checks}"
+    assert checks.get("unit_file_load_credentials", "").split() == [run_boot.CREDENTIAL, WEBHOOK_CREDENTIAL], checks
+    # PID 1's LoadCredential property (busctl: a(ss) COUNT "ID" "PATH" ...), in hash order.
+    cred = res.show("unit-credential")
+    m = re.fullmatch(r'a\(ss\) (\d+)((?: "[^"]*")*)', cred.get("LoadCredential", ""))
+    assert m, cred
+    strings = re.findall(r'"([^"]*)"', m.group(2))
+    pairs = sorted(zip(strings[::2], strings[1::2]))
+    assert int(m.group(1)) == 2 and pairs == sorted([(run_boot.CREDENTIAL, run_boot.CREDENTIAL),
+                                                     (WEBHOOK_CREDENTIAL, WEBHOOK_CREDENTIAL)]), cred
+    assert checks.get("proc_subset") == "all", f"ProcSubset {ctx}: {checks}"
+    assert checks.get("unit_file_proc_subset", "").split() == ["pid", "all"], checks
+    assert checks.get("guest_hostname") == WEBHOOK_GUEST_HOSTNAME, f"systemd.hostname= not applied {ctx}: {checks}"
+
+    # The token: in the guest only in the credentials (positive control), nowhere else.
+    assert checks.get("webhook_token_length") == str(len(hook.token)), checks
+    assert checks.get("control_webhook_token_in_credential") == "1", f"the in-guest token search is broken {ctx}: {checks}"
+    for k in ("journal_entries_with_webhook_token", "processes_with_webhook_token_in_argv",
+              "processes_with_webhook_token_in_environ", "files_with_webhook_token_outside_credentials"):
+        assert checks.get(k) == "0", f"{k} {ctx}: {checks}"
+    for name, body in res.sections.items():
+        assert hook.token not in body, f"the webhook token leaked into section {name} {ctx}"
+    assert hook.token not in res.console, f"the webhook token leaked onto the console {ctx}"
+    assert hook.token not in (res.run_dir / "qemu.argv").read_text()
+    assert not (res.run_dir / f"credential-{WEBHOOK_CREDENTIAL}").exists(), "the URL's 0600 file outlived the boot"
+
+    # What the receiver got: only report POSTs to the secret path, each a valid report.
+    stray = [(r.method, r.path) for r in requests if r.method != "POST" or r.path != hook.path]
+    assert not stray, f"requests outside the webhook path {ctx}: {len(stray)}"
+    reports = [r for r in requests if r.method == "POST" and r.path == hook.path]
+    (res.run_dir / "webhook-reports.jsonl").write_text("".join(r.body.decode(errors="replace") + "\n" for r in reports))
+    assert reports, f"the webhook received nothing {ctx}; journal:\n" + res.sections.get("journal-text", "")[-3000:]
+    schema = json.loads(REPORT_SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    bodies = []
+    for r in reports:
+        assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+        assert r.headers.get("user-agent", "").startswith("tailjoin/"), r.headers
+        assert hook.token not in r.body.decode(errors="replace"), f"the token is in a report body {ctx}"
+        body = r.json
+        errors = sorted(validator.iter_errors(body), key=str)
+        assert not errors, f"report {r.index} does not validate against {REPORT_SCHEMA.name} {ctx}: " \
+            + "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+        bodies.append(body)
+    states = [b["state"] for b in bodies]
+    note(f"{scenario}.webhook_states", states)
+    assert all(b["event"] == "transition" for b in bodies), f"heartbeats with heartbeat_secs 0 {ctx}: {states}"
+    assert bodies[0]["state"] == "starting" and bodies[0]["previous_state"] is None, f"first report {ctx}: {bodies[0]}"
+
+    # This boot of this machine; every report says so.
+    ident = {"boot_id": checks.get("guest_boot_id"), "machine_id": checks.get("guest_machine_id"),
+             "hostname": checks.get("guest_hostname")}
+    assert ident["boot_id"] and re.fullmatch(r"[0-9a-f]{32}", ident["machine_id"] or ""), f"guest identity {ctx}: {checks}"
+    for b in bodies:
+        assert {k: b[k] for k in ident} == ident, f"report identity != the guest's {ctx}: {b} vs {ident}"
+
+    # A Running report with the node's addresses as headscale lists them.
+    running = [i for i, b in enumerate(bodies) if b["state"] == "running"]
+    assert running, f"no running report {ctx}: {states}"
+    first_running = bodies[running[0]]
+    node = res.host.get("node") or {}
+    assert sorted(first_running["tailscale_ips"]) == sorted(node.get("ip_addresses") or []), \
+        f"report addresses != headscale's {ctx}: {first_running['tailscale_ips']} vs {node.get('ip_addresses')}"
+    assert first_running["backend_state"] == "Running" and first_running["error"] is None, first_running
+    assert first_running["joins"] >= 1 and isinstance(first_running["time_to_join_ms"], int), first_running
+    ts_self = (json.loads(res.sections.get("tailscale-status") or "{}").get("Self") or {})
+    # tailscaled's MagicDNS name, without the trailing dot (the schema says so).
+    assert ts_self.get("DNSName") and first_running["dns_name"] == ts_self["DNSName"].rstrip("."), \
+        (first_running["dns_name"], ts_self.get("DNSName"))
+    if before_running:
+        assert before_running in states[:running[0]], \
+            f"no {before_running} report before the running one {ctx}: {states}"
+
+    # The agent said it reports, and had nothing to complain about.
+    messages = [e.get("MESSAGE", "") for e in res.journal()]
+    assert "webhook reporter on" in messages, f"no 'webhook reporter on' in tailjoin's journal {ctx}"
+    for bad in ("webhook reporter disabled", "not delivered", "webhook report failed"):
+        assert not any(bad in m for m in messages), f"journal: {[m for m in messages if bad in m]} {ctx}"
+    arrival = [[b["state"], round(r.arrived - reports[0].arrived, 1)] for b, r in zip(bodies, reports)]
+    note(f"{scenario}.webhook", {
+        "reports": len(bodies), "states_and_seconds_after_first": arrival,
+        "waited_for_running_report_seconds": res.host.get("waited_for_running_report_seconds"),
+        "running": {k: first_running[k] for k in ("hostname", "boot_id", "tailscale_ips", "time_to_join_ms", "summary")},
+    })
+    return bodies
 
 
 @pytest.mark.skipif(not selected("headscale-late"), reason="not in TAILJOIN_BOOT_SCENARIOS")
