@@ -259,6 +259,10 @@ class Receiver:
         with self._lock:
             return [r for r in self.requests if r.path.startswith(prefix)]
 
+    def settled(self, prefix: str = "") -> list[Request]:
+        """The requests under prefix whose answer is over (written, or the client was gone)."""
+        return [r for r in self.under(prefix) if r.answered is not None or r.answer_error is not None]
+
     def wait_for(self, pred, timeout: float, what: str, prefix: str = "") -> list[Request]:
         """Waits until pred(requests under prefix) is truthy; returns those requests.
         Fails with every recorded request in the message."""

@@ -239,6 +239,8 @@ impl Worker {
         });
         loop {
             tokio::select! {
+                // A queued transition goes before a heartbeat that would repeat an older state.
+                biased;
                 next = queue.recv() => {
                     // `None` only once the agent is gone and everything queued was taken.
                     let Some(report) = next else { break };
@@ -255,7 +257,11 @@ impl Worker {
     }
 
     async fn report(&mut self, report: &StatusReport, trigger: Trigger) {
-        let timestamp = time::rfc3339(SystemTime::now());
+        // A transition is stamped when it happened, however long it waited behind retries.
+        let timestamp = match trigger {
+            Trigger::Transition => report.since.clone(),
+            Trigger::Heartbeat => time::rfc3339(SystemTime::now()),
+        };
         let planned = plan::plan(
             self.kind,
             &self.endpoint.url,
