@@ -5,7 +5,7 @@
 {
   lib,
   pkgs,
-  nixosStandIns,
+  evalModulesWith,
   renderUnit,
   test,
   failing,
@@ -15,18 +15,7 @@
 }: let
   dir = ../../secrets/examples;
 
-  eval = modules:
-    (lib.evalModules {
-      modules =
-        [
-          ../../modules/tailjoin.nix
-          ../../modules/provisioner.nix
-          nixosStandIns
-          {_module.args.pkgs = pkgs;}
-        ]
-        ++ modules;
-    })
-    .config;
+  eval = modules: (evalModulesWith [../../modules/tailjoin.nix ../../modules/provisioner.nix] modules).config;
 
   names = map (lib.removeSuffix ".nix") (lib.filter (lib.hasSuffix ".nix") (builtins.attrNames (builtins.readDir dir)));
   fileOf = name: dir + "/${name}.nix";

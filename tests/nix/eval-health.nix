@@ -6,7 +6,7 @@
 {
   lib,
   pkgs,
-  nixosStandIns,
+  evalModulesWith,
   renderUnit,
   unitSpec,
   test,
@@ -16,16 +16,7 @@
   leaks,
   ...
 }: let
-  eval = modules:
-    lib.evalModules {
-      modules =
-        [
-          ../../modules/tailjoin.nix
-          nixosStandIns
-          {_module.args.pkgs = pkgs;}
-        ]
-        ++ modules;
-    };
+  eval = evalModulesWith [../../modules/tailjoin.nix];
 
   keyCredential = "/run/keys/tailscale-auth-key";
 

@@ -5,7 +5,7 @@
 {
   lib,
   pkgs,
-  nixosStandIns,
+  evalModulesWith,
   renderUnit,
   test,
   firesWith,
@@ -15,16 +15,7 @@
   leakMarker,
   ...
 }: let
-  eval = modules:
-    lib.evalModules {
-      modules =
-        [
-          ../../modules/provisioner.nix
-          nixosStandIns
-          {_module.args.pkgs = pkgs;}
-        ]
-        ++ modules;
-    };
+  eval = evalModulesWith [../../modules/provisioner.nix];
 
   # A headscale-minting provisioner behind TLS that checks networks and boot tokens.
   base = {

@@ -5,7 +5,7 @@
 {
   lib,
   pkgs,
-  nixosStandIns,
+  evalModulesWith,
   renderUnit,
   unitSpec,
   test,
@@ -16,16 +16,7 @@
   leakMarker,
   ...
 }: let
-  eval = modules:
-    lib.evalModules {
-      modules =
-        [
-          ../../modules/tailjoin.nix
-          nixosStandIns
-          {_module.args.pkgs = pkgs;}
-        ]
-        ++ modules;
-    };
+  eval = evalModulesWith [../../modules/tailjoin.nix];
 
   # The module enabled with these settings (no key source unless extra names one).
   tj = extra: (eval [{services.tailjoin = {enable = true;} // extra;}]).config;

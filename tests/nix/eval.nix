@@ -139,15 +139,20 @@ let
     };
   };
 
-  eval = cfgModule:
+  # Evaluates the given module files with the NixOS stand-ins and these settings modules; shared
+  # with the eval-*.nix files.
+  evalModulesWith = moduleFiles: modules:
     lib.evalModules {
-      modules = [
-        ../../modules/tailjoin.nix
-        nixosStandIns
-        {_module.args.pkgs = pkgs;}
-        cfgModule
-      ];
+      modules =
+        moduleFiles
+        ++ [
+          nixosStandIns
+          {_module.args.pkgs = pkgs;}
+        ]
+        ++ modules;
     };
+
+  eval = cfgModule: evalModulesWith [../../modules/tailjoin.nix] [cfgModule];
 
   configOf = cfgModule: (eval cfgModule).config;
 
@@ -673,7 +678,7 @@ let
 
   # What the tests in the other eval-*.nix files share with these.
   helpers = {
-    inherit lib pkgs nixosStandIns renderUnit unitSpec test firesWith failing throws leaks leakMarker;
+    inherit lib pkgs nixosStandIns evalModulesWith renderUnit unitSpec test firesWith failing throws leaks leakMarker;
   };
   sources = import ./eval-sources.nix helpers;
   health = import ./eval-health.nix helpers;

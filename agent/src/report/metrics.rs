@@ -129,22 +129,7 @@ mod tests {
     use crate::state::NodeFacts;
 
     fn report(state: Phase) -> StatusReport {
-        StatusReport {
-            agent_version: "0.1.0".into(),
-            pid: 1,
-            started_at: String::new(),
-            state,
-            previous_state: None,
-            summary: "retrying in 2s after control-unreachable".into(),
-            since: String::new(),
-            backend_state: None,
-            login_server: None,
-            key_source: "file /k".into(),
-            node: None,
-            time_to_join_ms: None,
-            joins: 0,
-            error: None,
-        }
+        StatusReport::in_state(state, "retrying in 2s after control-unreachable")
     }
 
     #[test]

@@ -92,6 +92,29 @@ pub fn read(state_dir: &Path) -> Result<StatusReport, String> {
 }
 
 #[cfg(test)]
+impl StatusReport {
+    /// A report in `state` with nothing else known yet, for tests.
+    pub fn in_state(state: Phase, summary: &str) -> Self {
+        StatusReport {
+            agent_version: "0.1.0".into(),
+            pid: 1,
+            started_at: String::new(),
+            state,
+            previous_state: None,
+            summary: summary.into(),
+            since: String::new(),
+            backend_state: None,
+            login_server: None,
+            key_source: "file /k".into(),
+            node: None,
+            time_to_join_ms: None,
+            joins: 0,
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

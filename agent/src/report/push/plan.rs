@@ -272,20 +272,9 @@ mod tests {
 
     fn report(state: Phase) -> StatusReport {
         StatusReport {
-            agent_version: "0.1.0".into(),
-            pid: 1,
-            started_at: String::new(),
-            state,
             previous_state: Some(Phase::Joining),
-            summary: "the summary".into(),
-            since: String::new(),
             backend_state: Some("Running".into()),
-            login_server: None,
-            key_source: "file /k".into(),
-            node: None,
-            time_to_join_ms: None,
-            joins: 0,
-            error: None,
+            ..StatusReport::in_state(state, "the summary")
         }
     }
 
