@@ -207,6 +207,8 @@ impl Agent {
     async fn connect(&mut self) -> Result<Bus, AgentError> {
         let mut delays = self.backoff().build();
         let mut attempts = 0u32;
+        // Set up before the first try, so a socket created in between wakes the wait below.
+        let appeared = crate::socket_watch::SocketWatch::new(&self.settings.socket);
         loop {
             match self.api.watch(WATCH_MASK).await {
                 Ok(bus) => return Ok(bus),
@@ -220,20 +222,31 @@ impl Agent {
                     };
                     self.last_connect_error = Some(e);
                     self.report_phase(Phase::WaitingForTailscaled);
-                    tracing::debug!("next attempt to reach tailscaled in {delay:?}");
-                    self.wait_keeping_timers(delay).await?;
+                    tracing::debug!(
+                        "next attempt to reach tailscaled in {delay:?}, or when its socket appears"
+                    );
+                    self.wait_keeping_timers(delay, appeared.as_ref()).await?;
                 }
                 Err(e) => return Err(AgentError::LocalApi(e)),
             }
         }
     }
 
-    /// Sleeps for `delay`, still delivering a due retry or join timeout.
-    async fn wait_keeping_timers(&mut self, delay: Duration) -> Result<(), AgentError> {
+    /// Sleeps for `delay` or until tailscaled's socket appears, still delivering a due retry or
+    /// join timeout.
+    async fn wait_keeping_timers(
+        &mut self,
+        delay: Duration,
+        socket: Option<&crate::socket_watch::SocketWatch>,
+    ) -> Result<(), AgentError> {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
                 _ = sleep_until(until) => return Ok(()),
+                _ = crate::socket_watch::created(socket) => {
+                    tracing::debug!("tailscaled's socket appeared");
+                    return Ok(());
+                }
                 _ = sleep_until(self.retry_at.unwrap_or(until)), if self.retry_at.is_some() => {
                     self.retry_at = None;
                     self.handle(Event::RetryDue).await?;

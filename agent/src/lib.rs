@@ -17,6 +17,7 @@ pub mod provision;
 pub mod redact;
 pub mod report;
 pub mod secrets;
+pub mod socket_watch;
 pub mod state;
 pub mod status_cmd;
 pub mod systemd;

@@ -142,6 +142,9 @@ def test_3_tailscaled_starts_10s_after_the_agent(headscale, tailscaled_factory, 
     agent.wait_state("running", timeout=60)
     assert time.monotonic() - started < 30
     assert_joined(headscale, ts)
+    # Without systemd the agent learns of the socket from an inotify watch on its directory,
+    # not at the next step of its backoff.
+    assert "tailscaled's socket appeared" in agent.log(), agent.log()
 
 
 def test_4_headscale_down_at_boot_joins_after_it_comes_up(headscale, tailscaled_factory, agents):
@@ -212,6 +215,7 @@ def test_7_tailscaled_restarted_with_empty_state_rejoins(headscale, tailscaled_f
 
     report = agent.wait_state("running", timeout=60)
     assert report["joins"] == 2, report
+    assert "tailscaled's socket appeared" in agent.log(), agent.log()
     assert_joined(headscale, ts)
     assert agent.running
     # A new node key: headscale registered it again (same name, maybe a new address).
