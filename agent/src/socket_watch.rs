@@ -27,7 +27,11 @@ impl SocketWatch {
         inotify::add_watch(
             &fd,
             dir,
-            inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+            // CREATE comes at bind(), before listen(): a connect then can still be refused.
+            // tailscaled chmods its socket right after listen(), which is the ATTRIB event.
+            inotify::WatchFlags::CREATE
+                | inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::ATTRIB,
         )
         .ok()?;
         // SAFETY: an `OwnedFd` is open until dropped and always returns the same descriptor,
@@ -37,7 +41,8 @@ impl SocketWatch {
         Some(SocketWatch { fd, name })
     }
 
-    /// Returns once a file of the socket's name is created in (or moved into) the directory.
+    /// Returns once a file of the socket's name is created in (or moved into) the directory, or
+    /// its attributes change.
     /// Never returns if the watch fails: the caller's backoff still runs beside it.
     pub async fn created(&self) {
         loop {
@@ -91,6 +96,12 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), watch.created())
             .await
             .expect("no wake-up for the socket");
+        // The chmod tailscaled does after listen() wakes it again.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watch.created())
+            .await
+            .expect("no wake-up for the chmod");
     }
 
     #[test]
