@@ -33,7 +33,10 @@ def test_credential_source_joins(headscale, tailscaled_factory, tmp_path):
     ts = tailscaled_factory("credsrc")
     a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=tailscale-auth-key"],
               env={"CREDENTIALS_DIRECTORY": str(creds)}).start()
-    assert a.wait_state("running", timeout=60)["key_source"] == "systemd credential tailscale-auth-key"
+    try:
+        assert a.wait_state("running", timeout=60)["key_source"] == "systemd credential tailscale-auth-key"
+    finally:
+        a.stop()
     SOURCES_RUN.append("credential")
 
 
@@ -43,7 +46,10 @@ def test_env_source_joins(headscale, tailscaled_factory, tmp_path):
     ts = tailscaled_factory("envsrc")
     a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-env=TS_AUTH_KEY"],
               env={"TS_AUTH_KEY": key}).start()
-    assert a.wait_state("running", timeout=60)["key_source"] == "environment variable TS_AUTH_KEY"
+    try:
+        assert a.wait_state("running", timeout=60)["key_source"] == "environment variable TS_AUTH_KEY"
+    finally:
+        a.stop()
     SOURCES_RUN.append("env")
 
 
