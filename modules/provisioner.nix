@@ -16,16 +16,11 @@
   ...
 }: let
   inherit (lib) mkOption types;
+  inherit (import ./secret-refs.nix {inherit lib;}) pathString isStorePath refSourcesSet refJSON loadCredentials;
 
   cfg = config.services.tailjoin-provisioner;
 
   stateDir = "tailjoin-provisioner";
-
-  inherit (builtins) storeDir;
-
-  pathString = types.either types.str types.path;
-
-  isStorePath = p: builtins.isPath p || lib.hasPrefix "${storeDir}/" (toString p) || toString p == storeDir;
 
   # A secret given where its path belongs: a Tailscale key or secret by its form, any other as a
   # long string without a slash, which no path has.
@@ -118,19 +113,6 @@
   inherit (cfg) tls;
   tokens = cfg.allow.bootTokens;
 
-  refSourcesSet = ref:
-    if ref == null
-    then []
-    else lib.filter (n: ref.${n} != null) ["credential" "file"];
-  refJSON = ref:
-    if ref == null
-    then null
-    else if ref.credential != null
-    then {credential = ref.credential.name;}
-    else if ref.file != null
-    then {file = toString ref.file;}
-    else null;
-
   # Every secret the provisioner names, with the option that names it and the path to suggest.
   secretRefs =
     lib.optional (tls != null) {
@@ -192,20 +174,7 @@
   credentials = lib.filter (c: c != null) (map (s: s.ref.credential) secretRefs);
   credentialNames = map (c: c.name) credentials;
   duplicateNames = lib.unique (lib.filter (n: lib.count (m: m == n) credentialNames > 1) credentialNames);
-  credentialLine = c:
-    if c.source == null
-    then c.name
-    else "${c.name}:${toString c.source}";
-  credentialKeys = let
-    one = encrypted: let
-      lines = map credentialLine (lib.filter (c: c.encrypted == encrypted) credentials);
-    in
-      if builtins.length lines == 1
-      then builtins.head lines
-      else lines;
-  in
-    lib.optionalAttrs (lib.any (c: !c.encrypted) credentials) {LoadCredential = one false;}
-    // lib.optionalAttrs (lib.any (c: c.encrypted) credentials) {LoadCredentialEncrypted = one true;};
+  credentialKeys = loadCredentials credentials;
 
   isPlainHttp = url: url != null && lib.hasPrefix "http://" (lib.toLower url);
 

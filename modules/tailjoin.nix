@@ -20,18 +20,14 @@
   ...
 }: let
   inherit (lib) mkOption types;
+  inherit (import ./secret-refs.nix {inherit lib;}) pathString isStorePath refSourcesSet refJSON loadCredentials;
 
   cfg = config.services.tailjoin;
 
   unitSpec = builtins.removeAttrs (builtins.fromJSON (builtins.readFile ./tailjoin-unit.json)) ["_comment"];
 
-  inherit (builtins) storeDir;
-
   # A string that names a file outside the store. Checked by assertions (with a fix) rather than
   # by the type, so the message can say what to do instead.
-  pathString = types.either types.str types.path;
-
-  isStorePath = p: builtins.isPath p || lib.hasPrefix "${storeDir}/" (toString p) || toString p == storeDir;
 
   looksLikeKey = s: builtins.isString s && (lib.hasPrefix "tskey-" s || builtins.match "[0-9a-f]{40,}" s != null);
 
@@ -567,18 +563,6 @@
     then null
     else oauth.clientSecret;
 
-  refSourcesSet = ref:
-    if ref == null
-    then []
-    else lib.filter (n: ref.${n} != null) ["credential" "file"];
-  refJSON = ref:
-    if ref == null
-    then null
-    else if ref.credential != null
-    then {credential = ref.credential.name;}
-    else if ref.file != null
-    then {file = toString ref.file;}
-    else null;
   refCredential = ref:
     if ref == null
     then null
@@ -665,16 +649,7 @@
     names = map (c: c.name) credentials;
   in
     lib.unique (lib.filter (n: lib.count (x: x == n) names > 1) names);
-  credentialKeys = let
-    one = encrypted: let
-      lines = map credentialLine (lib.filter (c: c.encrypted == encrypted) credentials);
-    in
-      if builtins.length lines == 1
-      then builtins.head lines
-      else lines;
-  in
-    lib.optionalAttrs (lib.any (c: !c.encrypted) credentials) {LoadCredential = one false;}
-    // lib.optionalAttrs (lib.any (c: c.encrypted) credentials) {LoadCredentialEncrypted = one true;};
+  credentialKeys = loadCredentials credentials;
 
   # ---- health: the pull side (listener, textfile) and the push reporters
   h = cfg.health;
@@ -986,11 +961,6 @@
       For example: services.tailjoin.${opt}.credential.source = "${example}";${extra}
     '';
   };
-
-  credentialLine = c:
-    if c.source == null
-    then c.name
-    else "${c.name}:${toString c.source}";
 in {
   options.services.tailjoin = {
     enable = lib.mkEnableOption "tailjoin, which joins this machine to a tailnet at boot and keeps it joined";
