@@ -5,7 +5,7 @@
 # at boot as a systemd credential (see run_boot.py).
 #
 #   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR] [--encrypted-credential]
-#                             [--provisioner-ca PEM] [--push-credential NAME]
+#                             [--provisioner-ca PEM [--netboot]] [--push-credential NAME]
 #
 #   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
 #   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
@@ -21,6 +21,10 @@
 #                  unit gets no credential directive but ProcSubset=all (what the NixOS module
 #                  sets for that source: ProcSubset=pid hides /proc/cmdline and /proc/sys); PEM,
 #                  the provisioner's CA certificate (public), goes to /etc/tailjoin/prov-ca.pem
+#   --netboot      with --provisioner-ca: the diskless image. No disk.img; instead
+#                  netboot-initrd.img, a busybox initrd that carries the whole tree as a squashfs
+#                  and mounts it under a tmpfs overlay (netboot/make-initrd.sh), so the machine
+#                  boots from the network alone and keeps nothing between boots
 #   --push-credential NAME
 #                  a push reporter's URL (it carries a token) comes as the system credential NAME:
 #                  the unit gets a second LoadCredential=NAME and ProcSubset=all (what the NixOS
@@ -28,7 +32,8 @@
 #                  the report's hostname and boot id are read); the config must name NAME
 #
 # Prints the image directory on its last line: disk.img (raw ext4, boot it with -snapshot),
-# vmlinuz, initrd.img, manifest.json (and credential.secret with --encrypted-credential).
+# vmlinuz, initrd.img, manifest.json (and credential.secret with --encrypted-credential); with
+# --netboot vmlinuz, netboot-initrd.img, netboot.json and manifest.json.
 #
 # Two cached stages under ${TAILJOIN_CACHE:-~/.cache/tailjoin}/boot/:
 #   base-<hash>/     debootstrap tree + kernel + initramfs; the hash covers the suite, mirror,
@@ -45,7 +50,7 @@ cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
 die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca="" push_cred=""
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca="" push_cred="" netboot=0
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
     --encrypted-credential) encrypted=1; shift ;;
     --provisioner-ca) prov_ca=$2; shift 2 ;;
     --push-credential) push_cred=$2; shift 2 ;;
+    --netboot) netboot=1; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -172,6 +178,7 @@ if [ -n "$prov_ca" ]; then
   grep -q 'PRIVATE KEY' "$prov_ca" && die "--provisioner-ca $prov_ca holds a private key; only the CA certificate goes into the image"
   grep -q '"kernel_cmdline"' "$config" || die "--provisioner-ca wants a config whose auth_key is kernel_cmdline"
 fi
+[ "$netboot" = 0 ] || [ -n "$prov_ca" ] || die "--netboot is the keyless image: give --provisioner-ca (and a kernel_cmdline config)"
 if [ -n "$push_cred" ]; then
   [ -z "$prov_ca" ] && [ "$encrypted" = 0 ] || die "--push-credential goes with the plain credential image only"
   [[ $push_cred =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] && [ "$push_cred" != tailscale-auth-key ] \
@@ -206,7 +213,8 @@ python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
   -o "$tmpdir/tailjoin.service"
 
 image_key=$( {
-  echo "$base_key encrypted=$encrypted"
+  echo "$base_key encrypted=$encrypted netboot=$netboot"
+  [ "$netboot" = 0 ] || hash_files netboot
   sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
   [ -z "$prov_ca" ] || sha256sum "$prov_ca" | cut -d' ' -f1
   hash_files guest/image
@@ -256,12 +264,20 @@ build_image() {
   done
   local mb
   mb=$(du -sm "$r" | cut -f1)
-  truncate -s $((mb + mb / 4 + 256))M "$stage/disk.img"
-  mkfs.ext4 -q -F -L bootroot -E root_owner=0:0 -d "$r" "$stage/disk.img" \
-    || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed)"
-  rm -rf "$r"
-  ln "$base/vmlinuz" "$stage/vmlinuz" 2>/dev/null || cp "$base/vmlinuz" "$stage/vmlinuz"
-  ln "$base/initrd.img" "$stage/initrd.img" 2>/dev/null || cp "$base/initrd.img" "$stage/initrd.img"
+  if [ "$netboot" = 1 ]; then
+    # The initrd maker reads the kernel config and modules.dep from the tree's /boot and
+    # /lib/modules (the squashfs leaves /boot out).
+    "$here/netboot/make-initrd.sh" "$r" "$stage" >/dev/null || die "netboot/make-initrd.sh failed"
+    rm -rf "$r"
+    ln "$base/vmlinuz" "$stage/vmlinuz" 2>/dev/null || cp "$base/vmlinuz" "$stage/vmlinuz"
+  else
+    truncate -s $((mb + mb / 4 + 256))M "$stage/disk.img"
+    mkfs.ext4 -q -F -L bootroot -E root_owner=0:0 -d "$r" "$stage/disk.img" \
+      || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed)"
+    rm -rf "$r"
+    ln "$base/vmlinuz" "$stage/vmlinuz" 2>/dev/null || cp "$base/vmlinuz" "$stage/vmlinuz"
+    ln "$base/initrd.img" "$stage/initrd.img" 2>/dev/null || cp "$base/initrd.img" "$stage/initrd.img"
+  fi
   python3 - "$stage/manifest.json" <<EOF
 import json, sys
 json.dump({
@@ -270,8 +286,9 @@ json.dump({
   "systemd": open("$base/systemd.version").read().strip(),
   "debootstrap_seconds": int(open("$base/debootstrap.seconds").read()),
   "base_seconds": int(open("$base/base.seconds").read()),
-  "rootfs_mb": $mb, "disk_bytes": $(stat -c %s "$stage/disk.img"),
-  "disk_used_bytes": $(du -B1 "$stage/disk.img" | cut -f1),
+  "rootfs_mb": $mb, "netboot": bool($netboot),
+  "disk_bytes": $( [ "$netboot" = 1 ] && echo 0 || stat -c %s "$stage/disk.img"),
+  "disk_used_bytes": $( [ "$netboot" = 1 ] && du -B1 "$stage/netboot-initrd.img" | cut -f1 || du -B1 "$stage/disk.img" | cut -f1),
   "image_seconds": round(($(date +%s%N) - $t0) / 1e9, 2),
   "agent": "$agent", "peers": "$peers",
   "credential": "none (kernel_cmdline)" if "$prov_ca" else "encrypted" if $encrypted else "plain",
@@ -288,11 +305,11 @@ if [ ! -s "$out/manifest.json" ]; then
   mkdir -p "$cache/images"
   build_image
   log "image ready: $out ($(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s MB tree, %s MB on disk, %s s" % (m["rootfs_mb"], m["disk_used_bytes"] >> 20, m["image_seconds"]))' "$out/manifest.json"))"
-  # Keep the five newest images.
-  ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +6 | xargs -r rm -rf
+  # Keep the seven newest images (a full run uses six).
+  ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +8 | xargs -r rm -rf
 else
-  # Newest again: the pruning above keeps the five newest, so an image reused by this run must
-  # not look older than the ones it builds afterwards (a run uses up to four).
+  # Newest again: the pruning above keeps the seven newest, so an image reused by this run must
+  # not look older than the ones it builds afterwards (a run uses up to six).
   touch "$out"
   log "image cached: $out"
 fi
