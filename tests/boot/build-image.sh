@@ -5,7 +5,8 @@
 # at boot as a systemd credential (see run_boot.py).
 #
 #   tests/boot/build-image.sh [--config FILE] [--agent BIN] [--peers DIR] [--encrypted-credential]
-#                             [--provisioner-ca PEM [--netboot]] [--push-credential NAME]
+#                             [--provisioner-ca PEM [--netboot [--seed-autoconnect KEYFILE]]]
+#                             [--push-credential NAME]
 #
 #   --config FILE  tailjoin's JSON config for the guest [default: login server http://10.0.2.2:8080]
 #   --agent BIN    the tailjoin binary      [default: $TAILJOIN_BIN, else agent/target/release/tailjoin]
@@ -25,6 +26,11 @@
 #                  netboot-initrd.img, a busybox initrd that carries the whole tree as a squashfs
 #                  and mounts it under a tmpfs overlay (netboot/make-initrd.sh), so the machine
 #                  boots from the network alone and keeps nothing between boots
+#   --seed-autoconnect KEYFILE
+#                  with --netboot: the benchmark's baseline. The same diskless image, but instead of
+#                  tailjoin the seed's classic oneshot (tailscale-autoconnect.service: sleep 2,
+#                  `tailscale status -json | jq`, `tailscale up -authkey KEY`) with the key from
+#                  KEYFILE baked into the image (/etc/tailscale/authkey), as the seed did
 #   --push-credential NAME
 #                  a push reporter's URL (it carries a token) comes as the system credential NAME:
 #                  the unit gets a second LoadCredential=NAME and ProcSubset=all (what the NixOS
@@ -50,7 +56,7 @@ cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/boot
 die() { echo "tests/boot/build-image.sh: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
 
-config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca="" push_cred="" netboot=0
+config="" agent=${TAILJOIN_BIN:-} peers=${TAILJOIN_PEERS_BIN:-} encrypted=0 prov_ca="" push_cred="" netboot=0 seed_key=""
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
@@ -60,6 +66,7 @@ while [ $# -gt 0 ]; do
     --provisioner-ca) prov_ca=$2; shift 2 ;;
     --push-credential) push_cred=$2; shift 2 ;;
     --netboot) netboot=1; shift ;;
+    --seed-autoconnect) seed_key=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -92,8 +99,9 @@ if [ -z "$mirror" ]; then
 fi
 # minbase + what a booting systemd machine needs. initramfs-tools builds the initrd (the
 # Debian kernel has virtio_blk and ext4 as modules); kmod loads modules; iproute2 for
-# debugging; ca-certificates because tailscaled expects a trust store.
-packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,linux-image-amd64,initramfs-tools,ca-certificates
+# debugging; ca-certificates because tailscaled expects a trust store; jq for the seed's classic
+# autoconnect oneshot (the netboot benchmark's baseline, --seed-autoconnect).
+packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,linux-image-amd64,initramfs-tools,ca-certificates,jq
 
 hash_files() { # stable hash of the named files/dirs (paths relative to $here)
   (cd "$here" && find "$@" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
@@ -178,6 +186,8 @@ if [ -n "$prov_ca" ]; then
   grep -q 'PRIVATE KEY' "$prov_ca" && die "--provisioner-ca $prov_ca holds a private key; only the CA certificate goes into the image"
   grep -q '"kernel_cmdline"' "$config" || die "--provisioner-ca wants a config whose auth_key is kernel_cmdline"
 fi
+[ -z "$seed_key" ] || [ "$netboot" = 1 ] || die "--seed-autoconnect goes with --netboot (it is the diskless benchmark's baseline)"
+[ -z "$seed_key" ] || [ -s "$seed_key" ] || die "--seed-autoconnect $seed_key: no such key file"
 [ "$netboot" = 0 ] || [ -n "$prov_ca" ] || die "--netboot is the keyless image: give --provisioner-ca (and a kernel_cmdline config)"
 if [ -n "$push_cred" ]; then
   [ -z "$prov_ca" ] && [ "$encrypted" = 0 ] || die "--push-credential goes with the plain credential image only"
@@ -214,6 +224,7 @@ python3 "$here/../lib/render-unit.py" "$here/../../modules/tailjoin-unit.json" \
 
 image_key=$( {
   echo "$base_key encrypted=$encrypted netboot=$netboot"
+  [ -z "$seed_key" ] || sha256sum "$seed_key" | cut -d' ' -f1
   [ "$netboot" = 0 ] || hash_files netboot
   sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
   [ -z "$prov_ca" ] || sha256sum "$prov_ca" | cut -d' ' -f1
@@ -253,9 +264,16 @@ build_image() {
   chroot "$r" /usr/local/bin/tailjoin --version >/dev/null 2>"$stage/agent-check.log" \
     || die "the agent $agent does not run in Debian $suite: $(cat "$stage/agent-check.log"); build it on $suite or link it statically"
   chown -R 0:0 "$r/usr/local" "$r/etc/tailjoin" "$r/etc/systemd/system"
+  # The benchmark's baseline: the seed's oneshot with its key in the image, and no tailjoin.
+  local units="tailscaled.service tailjoin.service tailjoin-collect.service tailjoin-test-late-tailscaled.service"
+  if [ -n "$seed_key" ]; then
+    units="tailscaled.service tailscale-autoconnect.service tailjoin-collect.service"
+    install -D -m 0600 "$seed_key" "$r/etc/tailscale/authkey"
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["login_server"])' "$config" >"$r/etc/tailscale/login-server"
+  fi
   # Enable the units the way `systemctl enable` would (WantedBy= symlinks), without chroot.
   local u wants
-  for u in tailscaled.service tailjoin.service tailjoin-collect.service tailjoin-test-late-tailscaled.service; do
+  for u in $units; do
     wants=$(sed -n 's/^WantedBy=//p' "$r/etc/systemd/system/$u")
     for w in $wants; do
       mkdir -p "$r/etc/systemd/system/$w.wants"
