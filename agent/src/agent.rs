@@ -392,8 +392,14 @@ impl Agent {
             secrets::read_key(&self.settings.auth_key, &self.keys, &self.settings.retry).await?;
         let outcome = async {
             let current = self.api.prefs().await?;
-            let update = prefs::join_prefs(&current, &self.settings);
             let status = self.api.status().await?;
+            // A node key means this node has logged in before: keep the prefs its user set.
+            let login = if status.have_node_key {
+                prefs::Login::Again
+            } else {
+                prefs::Login::First
+            };
+            let update = prefs::join_prefs(&current, &self.settings, login);
             self.api.start(&key, &update).await?;
             if !status.have_node_key {
                 self.api.login_interactive().await?;
