@@ -441,3 +441,26 @@ async fn tick(ticks: &mut Option<tokio::time::Interval>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_names_what_is_queued_and_in_flight_in_order() {
+        let b = Backlog::default();
+        b.lock().push_back("transition to starting".into());
+        b.lock().push_back("transition to joining".into());
+        // The reporter takes the first transition, delivers it, then a heartbeat goes first.
+        b.done();
+        b.lock().push_front("heartbeat (starting)".into());
+        assert_eq!(
+            b.labels(),
+            ["heartbeat (starting)", "transition to joining"]
+        );
+        b.done();
+        b.done();
+        b.done();
+        assert!(b.labels().is_empty());
+    }
+}
