@@ -178,6 +178,7 @@
     heartbeatSecs = 300;
     pushTimeoutSecs = 10;
     pushAttempts = 5;
+    flushTimeoutSecs = 2;
     caFile = null;
     allowPlainHttp = false;
   };
@@ -725,6 +726,7 @@
     heartbeat_secs = pushSetting "heartbeatSecs";
     push_timeout_secs = pushSetting "pushTimeoutSecs";
     push_attempts = pushSetting "pushAttempts";
+    flush_timeout_secs = pushSetting "flushTimeoutSecs";
     ca_file = lib.mapNullable toString h.caFile;
     allow_plain_http = pushSetting "allowPlainHttp";
     webhook = orNull (nonNull {
@@ -1108,6 +1110,15 @@ in {
           Tries per push report, the first included. Connection errors, timeouts and HTTP 5xx,
           408 and 429 are retried with exponential backoff (from 1 s, doubling, at most 30 s);
           any other error status is not.
+        '';
+      };
+      flushTimeoutSecs = mkOption {
+        type = types.ints.between 0 60;
+        default = pushDefaults.flushTimeoutSecs;
+        description = ''
+          Seconds the agent, when it stops, waits for push reports not yet delivered (the last
+          one says why it stopped); the journal names the reports it exits without. Kept short:
+          a netbooted machine pays it at every shutdown when an endpoint hangs. `0` waits not at all.
         '';
       };
       caFile = mkOption {

@@ -180,6 +180,9 @@ pub struct RunArgs {
     /// Attempts with a rejected key before giving up [default: 2].
     #[arg(long, env = "TAILJOIN_KEY_ATTEMPTS")]
     pub key_attempts: Option<u32>,
+    /// Seconds fetching or minting the key may take in all, retries included [default: 300].
+    #[arg(long, env = "TAILJOIN_KEY_FETCH_DEADLINE")]
+    pub key_fetch_deadline: Option<u64>,
     /// Directory for the status file [default: /run/tailjoin].
     #[arg(long, env = "TAILJOIN_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -252,6 +255,7 @@ impl RunArgs {
             max_delay_ms: self.retry_max_delay_ms,
             max_attempts: self.retry_max_attempts,
             key_attempts: self.key_attempts,
+            key_fetch_deadline_secs: self.key_fetch_deadline,
         };
         RawConfig {
             socket: self.socket.clone(),

@@ -142,13 +142,17 @@ fn run(args: &RunArgs) -> u8 {
             shared.clone(),
         );
         let reporter = reporter.with_push(queues);
+        let flush_timeout = settings.health.push.flush_timeout;
         let result = run_agent(settings, keys, reporter, shared).await;
         if let Err(e) = &result {
             tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}");
         }
-        pushing.flush(report::push::FLUSH_LIMIT).await;
+        pushing.flush(flush_timeout).await;
         result
     });
+    // Nothing left is worth waiting for: a blocking task still running (a name lookup that
+    // hangs) must not hold up the exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => exit::OK,
         Err(e) => e.exit_code(),

@@ -16,7 +16,8 @@ const BASE: &str = "http://local-tailscaled.sock/localapi/v0";
 /// tailscaled).
 pub const WATCH_MASK: u64 = 2 | 128 | 256 | 8192;
 
-/// One bus line is one `ipn.Notify`; anything this large is not one the agent can use.
+/// One bus line is one `ipn.Notify`, and one answer (status, prefs) is one JSON document;
+/// anything this large is not one the agent can use.
 const MAX_NOTIFY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Requests other than the bus must answer quickly; tailscaled answers them locally.
@@ -150,7 +151,9 @@ impl LocalApi {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
+        // Only the start of an error body is read, and for a few seconds at most (this request
+        // may have no timeout of its own).
+        let body = crate::http_client::error_text(resp).await;
         let body = body.trim();
         if status == reqwest::StatusCode::FORBIDDEN {
             return Err(LocalApiError::PermissionDenied {
@@ -194,12 +197,19 @@ impl LocalApi {
 
 async fn decode<T: serde::de::DeserializeOwned>(
     endpoint: &'static str,
-    resp: reqwest::Response,
+    mut resp: reqwest::Response,
 ) -> Result<T, LocalApiError> {
-    let bytes = resp.bytes().await.map_err(|e| LocalApiError::Decode {
-        endpoint,
-        message: e.to_string(),
-    })?;
+    let bytes = crate::http_client::read_capped(&mut resp, MAX_NOTIFY_BYTES)
+        .await
+        .map_err(|e| LocalApiError::Decode {
+            endpoint,
+            message: match e {
+                crate::http_client::BodyError::TooLarge { limit } => {
+                    format!("the answer is larger than {limit} bytes")
+                }
+                crate::http_client::BodyError::Transport(e) => e.to_string(),
+            },
+        })?;
     serde_json::from_slice(&bytes).map_err(|e| LocalApiError::Decode {
         endpoint,
         message: e.to_string(),

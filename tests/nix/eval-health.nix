@@ -40,6 +40,7 @@
     heartbeat_secs = 300;
     push_timeout_secs = 10;
     push_attempts = 5;
+    flush_timeout_secs = 2;
     allow_plain_http = false;
   };
 
@@ -66,6 +67,7 @@
     heartbeat_secs = 300;
     push_timeout_secs = 10;
     push_attempts = 5;
+    flush_timeout_secs = 2;
     ca_file = "/etc/tailjoin/lab-ca.pem";
     allow_plain_http = false;
     webhook = {
@@ -81,6 +83,7 @@
     heartbeatSecs = 60;
     pushTimeoutSecs = 5;
     pushAttempts = 3;
+    flushTimeoutSecs = 5;
     allowPlainHttp = true;
     webhook = {
       url.credential.source = "/run/agenix/tailjoin-webhook-url";
@@ -116,6 +119,7 @@
           heartbeatSecs = 300;
           pushTimeoutSecs = 10;
           pushAttempts = 5;
+          flushTimeoutSecs = 2;
           caFile = null;
           allowPlainHttp = false;
           webhook = {
@@ -138,7 +142,7 @@
       in
         lib.all (o: (o.description or null) != null && o ? type && o ? default) all
         && builtins.attrNames opts
-        == lib.sort (a: b: a < b) ["listen" "textfile" "heartbeatSecs" "pushTimeoutSecs" "pushAttempts" "caFile" "allowPlainHttp" "webhook" "healthchecks" "uptimeKuma"]
+        == lib.sort (a: b: a < b) ["listen" "textfile" "heartbeatSecs" "pushTimeoutSecs" "pushAttempts" "flushTimeoutSecs" "caFile" "allowPlainHttp" "webhook" "healthchecks" "uptimeKuma"]
         && lib.all (r: builtins.attrNames r == ["credential" "file"]) refs
         && map (c: c.name.default) creds == ["tailjoin-webhook-url" "tailjoin-webhook-token" "tailjoin-healthchecks-url" "tailjoin-uptime-kuma-url"])
       null)
@@ -149,6 +153,9 @@
         && throws (tj {pushTimeoutSecs = 301;}).services.tailjoin.health
         && throws (tj {pushAttempts = 0;}).services.tailjoin.health
         && throws (tj {pushAttempts = 21;}).services.tailjoin.health
+        && throws (tj {flushTimeoutSecs = 61;}).services.tailjoin.health
+        && throws (tj {flushTimeoutSecs = -1;}).services.tailjoin.health
+        && !(throws (tj {flushTimeoutSecs = 0;}).services.tailjoin.health)
         && throws (tj {allowPlainHttp = "yes";}).services.tailjoin.health
         && throws (tj {webhook.url.credential.name = "a/b";}).services.tailjoin.health
         && throws (tj {webhook.bearerToken = "fake-token";}).services.tailjoin.health
@@ -186,6 +193,7 @@
           heartbeat_secs = 60;
           push_timeout_secs = 5;
           push_attempts = 3;
+          flush_timeout_secs = 5;
           allow_plain_http = true;
           webhook = {
             url.credential = "tailjoin-webhook-url";

@@ -21,6 +21,8 @@ pub struct RawHealth {
     pub push_timeout_secs: Option<u64>,
     /// Tries per report, the first included [default: 5].
     pub push_attempts: Option<u32>,
+    /// How long the agent, when it stops, waits for reports still queued [default: 2].
+    pub flush_timeout_secs: Option<u64>,
     /// PEM bundle of the CA(s) that sign the push endpoints' certificates.
     pub ca_file: Option<PathBuf>,
     /// Accept `http://` push URLs (their token then crosses the network in clear text).
@@ -61,6 +63,8 @@ pub struct PushSettings {
     pub heartbeat: Option<Duration>,
     pub timeout: Duration,
     pub attempts: u32,
+    /// How long the agent waits on exit for reports not yet delivered (0: not at all).
+    pub flush_timeout: Duration,
     pub ca_file: Option<PathBuf>,
     pub allow_plain_http: bool,
     pub webhook: Option<WebhookSettings>,
@@ -74,6 +78,7 @@ impl Default for PushSettings {
             heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECS)),
             timeout: Duration::from_secs(DEFAULT_PUSH_TIMEOUT_SECS),
             attempts: DEFAULT_PUSH_ATTEMPTS,
+            flush_timeout: Duration::from_secs(DEFAULT_FLUSH_TIMEOUT_SECS),
             ca_file: None,
             allow_plain_http: false,
             webhook: None,
@@ -99,6 +104,8 @@ pub struct WebhookSettings {
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 300;
 pub const DEFAULT_PUSH_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_PUSH_ATTEMPTS: u32 = 5;
+/// Short: a netbooted machine pays it at every shutdown when an endpoint hangs.
+pub const DEFAULT_FLUSH_TIMEOUT_SECS: u64 = 2;
 
 impl RawHealth {
     /// `over`'s settings win, field by field.
@@ -109,6 +116,7 @@ impl RawHealth {
             heartbeat_secs: over.heartbeat_secs.or(self.heartbeat_secs),
             push_timeout_secs: over.push_timeout_secs.or(self.push_timeout_secs),
             push_attempts: over.push_attempts.or(self.push_attempts),
+            flush_timeout_secs: over.flush_timeout_secs.or(self.flush_timeout_secs),
             ca_file: over.ca_file.or(self.ca_file),
             allow_plain_http: over.allow_plain_http.or(self.allow_plain_http),
             webhook: over.webhook.or(self.webhook),
@@ -168,6 +176,17 @@ impl RawHealth {
                 "use 1 (no retries) to 20",
             ));
         }
+        let flush_secs = self
+            .flush_timeout_secs
+            .unwrap_or(DEFAULT_FLUSH_TIMEOUT_SECS);
+        if flush_secs > 60 {
+            return Err(invalid(
+                "health.flush_timeout_secs",
+                format!("{flush_secs} is out of range"),
+                "use 0 (do not wait) to 60 seconds: the agent's stop waits this long for \
+                 undelivered reports",
+            ));
+        }
         if let Some(ca) = &self.ca_file {
             if !ca.is_absolute() {
                 return Err(invalid(
@@ -215,6 +234,7 @@ impl RawHealth {
                 heartbeat,
                 timeout: Duration::from_secs(timeout_secs),
                 attempts,
+                flush_timeout: Duration::from_secs(flush_secs),
                 ca_file: self.ca_file,
                 allow_plain_http: self.allow_plain_http.unwrap_or(false),
                 webhook,
@@ -245,6 +265,9 @@ mod tests {
         assert!(!s.push.any());
         assert_eq!(s.push.heartbeat, Some(Duration::from_secs(300)));
         assert_eq!(s.push.attempts, 5);
+        assert_eq!(s.push.flush_timeout, Duration::from_secs(2));
+        let s = parse(r#"{"flush_timeout_secs": 0}"#).unwrap();
+        assert_eq!(s.push.flush_timeout, Duration::ZERO);
     }
 
     #[test]
@@ -287,6 +310,7 @@ mod tests {
             (r#"{"push_timeout_secs": 0}"#, "health.push_timeout_secs"),
             (r#"{"push_attempts": 0}"#, "health.push_attempts"),
             (r#"{"push_attempts": 21}"#, "health.push_attempts"),
+            (r#"{"flush_timeout_secs": 61}"#, "health.flush_timeout_secs"),
             (r#"{"ca_file": "ca.pem"}"#, "health.ca_file"),
             (r#"{"listen": "localhost"}"#, "health.listen"),
         ] {

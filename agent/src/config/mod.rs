@@ -175,6 +175,8 @@ pub struct RawRetry {
     pub max_attempts: Option<u32>,
     /// Join attempts with a rejected key before the agent gives up.
     pub key_attempts: Option<u32>,
+    /// Overall time allowed to fetch or mint the key, every retry included [default: 300].
+    pub key_fetch_deadline_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -300,7 +302,13 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     pub max_attempts: u32,
     pub key_attempts: u32,
+    /// Fetching or minting the key (HTTP, kernel command line, minting APIs) gives up after
+    /// this long, retries included.
+    pub key_fetch_deadline: Duration,
 }
+
+/// [`RetryPolicy::key_fetch_deadline`] when none is configured.
+pub const DEFAULT_KEY_FETCH_DEADLINE_SECS: u64 = 300;
 
 impl RetryPolicy {
     /// Backoff for fetching or minting a key: `max_attempts` tries in all, with jitter.
@@ -385,6 +393,9 @@ impl RawConfig {
                 max_delay_ms: top.max_delay_ms.or(base.max_delay_ms),
                 max_attempts: top.max_attempts.or(base.max_attempts),
                 key_attempts: top.key_attempts.or(base.key_attempts),
+                key_fetch_deadline_secs: top
+                    .key_fetch_deadline_secs
+                    .or(base.key_fetch_deadline_secs),
             }),
             (base, top) => top.or(base),
         };
@@ -584,6 +595,11 @@ impl RawConfig {
             max_delay: Duration::from_millis(raw_retry.max_delay_ms.unwrap_or(30_000)),
             max_attempts: raw_retry.max_attempts.unwrap_or(10),
             key_attempts: raw_retry.key_attempts.unwrap_or(2),
+            key_fetch_deadline: Duration::from_secs(
+                raw_retry
+                    .key_fetch_deadline_secs
+                    .unwrap_or(DEFAULT_KEY_FETCH_DEADLINE_SECS),
+            ),
         };
         if retry.initial_delay.is_zero() || retry.initial_delay > Duration::from_secs(600) {
             return Err(invalid(
@@ -611,6 +627,15 @@ impl RawConfig {
                 "retry.key_attempts",
                 format!("{} is out of range", retry.key_attempts),
                 "use 1 to 10: a rejected key rarely becomes valid, and each try costs a login at the control server",
+            ));
+        }
+        let deadline_secs = retry.key_fetch_deadline.as_secs();
+        if !(1..=3600).contains(&deadline_secs) {
+            return Err(invalid(
+                "retry.key_fetch_deadline_secs",
+                format!("{deadline_secs} is out of range"),
+                "use 1 to 3600 seconds: how long fetching or minting the key may take in all, \
+                 retries included",
             ));
         }
 
@@ -985,6 +1010,7 @@ mod tests {
         assert_eq!(s.join_timeout, Duration::from_secs(60));
         assert_eq!(s.retry.max_attempts, 10);
         assert_eq!(s.retry.key_attempts, 2);
+        assert_eq!(s.retry.key_fetch_deadline, Duration::from_secs(300));
         assert_eq!(s.log_level, LogLevel::Info);
         assert_eq!(s.tailscaled_unit, "tailscaled.service");
         assert_eq!(s.wait_for_units, vec!["network-online.target"]);
@@ -1060,6 +1086,14 @@ mod tests {
             ),
             (r#"{"retry": {"max_attempts": 0}}"#, "retry.max_attempts"),
             (r#"{"retry": {"key_attempts": 50}}"#, "retry.key_attempts"),
+            (
+                r#"{"retry": {"key_fetch_deadline_secs": 0}}"#,
+                "retry.key_fetch_deadline_secs",
+            ),
+            (
+                r#"{"retry": {"key_fetch_deadline_secs": 3601}}"#,
+                "retry.key_fetch_deadline_secs",
+            ),
             (r#"{"log_level": "loud"}"#, "log_level"),
             (r#"{"ephemeral": true}"#, "ephemeral"),
             (r#"{"tailscaled_unit": "tailscaled"}"#, "tailscaled_unit"),

@@ -5,6 +5,7 @@
 
 mod headscale;
 mod tailscale;
+mod transport;
 
 use crate::config::{TokenSource, invalid, validate_credential_or_file};
 use crate::error::ConfigError;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::config::RawTokenSource;
+use transport::{client, send};
 
 /// `{"headscale": {…}}` as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -144,83 +146,6 @@ fn read_api_secret(
         reason: e.to_string(),
         fix: format!("deliver the {what} as a systemd credential or a root-only file"),
     })
-}
-
-fn transport_failure(e: reqwest::Error, server: &str) -> MintFailure {
-    let t = crate::http_client::describe_transport_error(e);
-    MintFailure {
-        transient: !t.tls,
-        reason: format!("cannot reach {server}: {}", t.reason),
-        fix: if t.tls {
-            "the server's certificate is not trusted: set ca_file to the CA that signed it".into()
-        } else {
-            "check that the server is up and reachable".into()
-        },
-    }
-}
-
-/// Sends a request to a minting API and reads the whole answer, held as a secret (it may carry
-/// a key or a token). A non-2xx status becomes a [`MintFailure`] with `auth_fix` for 401/403.
-async fn send(
-    req: reqwest::RequestBuilder,
-    server: &str,
-    auth_fix: &str,
-) -> Result<SecretString, MintFailure> {
-    let resp = req.send().await.map_err(|e| transport_failure(e, server))?;
-    let status = resp.status().as_u16();
-    let text = SecretString::from(
-        resp.text()
-            .await
-            .map_err(|e| transport_failure(e, server))?,
-    );
-    if (200..300).contains(&status) {
-        Ok(text)
-    } else {
-        Err(status_failure(
-            server,
-            status,
-            secrecy::ExposeSecret::expose_secret(&text),
-            auth_fix,
-        ))
-    }
-}
-
-/// The HTTP client for a minting API; a bad CA bundle is not transient.
-fn client(timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, MintFailure> {
-    crate::http_client::build(timeout, ca_file).map_err(|e| MintFailure {
-        transient: false,
-        reason: e,
-        fix: "check ca_file".into(),
-    })
-}
-
-/// How an HTTP status from a minting API is understood.
-fn status_failure(server: &str, status: u16, body: &str, auth_fix: &str) -> MintFailure {
-    let excerpt = crate::http_client::body_excerpt(body);
-    let (transient, fix) = match status {
-        401 | 403 => (false, auth_fix.to_owned()),
-        404 => (
-            false,
-            "the API is not at this URL: check the server URL (and the tailnet name)".to_owned(),
-        ),
-        408 | 429 => (
-            true,
-            "the server is busy; tailjoin retries with backoff".to_owned(),
-        ),
-        500..=599 => (
-            true,
-            "the server failed; tailjoin retries with backoff".to_owned(),
-        ),
-        _ => (
-            false,
-            "the server refused the request: check the tags, the user and the expiry".to_owned(),
-        ),
-    };
-    MintFailure {
-        transient,
-        reason: format!("{server} answered HTTP {status}{excerpt}"),
-        fix,
-    }
 }
 
 /// Settings shared by the agent's and the provisioner's minting configuration. `field` is the
@@ -509,24 +434,5 @@ mod tests {
         );
         assert!(validate_expiry("e", Some(10), 600).is_err());
         assert!(validate_expiry("e", Some(100_000), 600).is_err());
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        let f = status_failure("headscale", 401, "Unauthorized", "check the API key");
-        assert!(!f.transient && f.fix.contains("API key"));
-        assert!(status_failure("h", 503, "", "x").transient);
-        assert!(status_failure("h", 429, "", "x").transient);
-        let f = status_failure(
-            "h",
-            400,
-            "bad tag hskey-auth-fakefakefake-0123456789abcdef",
-            "x",
-        );
-        assert!(
-            !f.transient && !f.reason.contains("0123456789abcdef"),
-            "{}",
-            f.reason
-        );
     }
 }

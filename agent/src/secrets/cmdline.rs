@@ -194,6 +194,7 @@ mod tests {
             max_delay: std::time::Duration::from_millis(2),
             max_attempts: 1,
             key_attempts: 1,
+            key_fetch_deadline: std::time::Duration::from_secs(5),
         }
     }
 

@@ -53,19 +53,24 @@ pub(super) async fn fetch(
         HttpMethod::Get => None,
     };
     let backoff = retry.key_fetch_backoff();
+    let last = super::LastFailure::default();
     let fetch = || fetch_once(&client, src, token, identity.as_ref());
-    fetch
-        .retry(backoff)
-        .when(|a: &Attempt| a.transient)
-        .notify(|a: &Attempt, delay| {
-            tracing::warn!(
-                "fetching the key from {source_name} failed ({}); retrying in {:.1}s",
-                a.reason,
-                delay.as_secs_f64()
-            );
-        })
-        .await
-        .map_err(|a| unavailable(a.reason, a.fix))
+    let attempts =
+        fetch
+            .retry(backoff)
+            .when(|a: &Attempt| a.transient)
+            .notify(|a: &Attempt, delay| {
+                last.set(&a.reason);
+                tracing::warn!(
+                    "fetching the key from {source_name} failed ({}); retrying in {:.1}s",
+                    a.reason,
+                    delay.as_secs_f64()
+                );
+            });
+    match tokio::time::timeout(retry.key_fetch_deadline, attempts).await {
+        Ok(result) => result.map_err(|a| unavailable(a.reason, a.fix)),
+        Err(_) => Err(super::deadline_passed(&source_name, retry, &last)),
+    }
 }
 
 async fn fetch_once(
@@ -84,27 +89,21 @@ async fn fetch_once(
     let mut resp = req.send().await.map_err(transport_error)?;
     let status = resp.status();
     if !status.is_success() {
-        // The body of an error may say why; it is shown redacted and short.
-        let body = resp.text().await.unwrap_or_default();
-        return Err(status_error(status, &body, token.is_some()));
+        // The body of an error may say why: its start is shown redacted and short; the rest is
+        // not read (a hostile server may send gigabytes).
+        let said = crate::http_client::error_excerpt(resp).await;
+        return Err(status_error(status, &said, token.is_some()));
     }
-    let mut body: Vec<u8> = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > src.max_response_bytes {
-            drop(SecretString::from(
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
-            return Err(Attempt {
+    let body = crate::http_client::read_capped(&mut resp, src.max_response_bytes)
+        .await
+        .map_err(|e| match e {
+            crate::http_client::BodyError::TooLarge { limit } => Attempt {
                 transient: false,
-                reason: format!(
-                    "the response is larger than {} bytes",
-                    src.max_response_bytes
-                ),
+                reason: format!("the response is larger than {limit} bytes"),
                 fix: "the server must answer with just the key (or a small JSON object)".into(),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+            },
+            crate::http_client::BodyError::Transport(e) => transport_error(e),
+        })?;
     let text = String::from_utf8(body).map_err(|e| {
         drop(SecretString::from(
             String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -150,8 +149,8 @@ fn extract_json_field(text: String, field: &str) -> Result<String, Attempt> {
     }
 }
 
-fn status_error(status: reqwest::StatusCode, body: &str, has_token: bool) -> Attempt {
-    let said = crate::http_client::body_excerpt(body);
+/// `said` is the server's explanation as [`crate::http_client::error_excerpt`] gives it.
+fn status_error(status: reqwest::StatusCode, said: &str, has_token: bool) -> Attempt {
     let code = status.as_u16();
     let (transient, fix) = match code {
         401 if has_token => (

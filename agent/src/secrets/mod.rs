@@ -67,23 +67,27 @@ async fn mint_key(
         description: format!("tailjoin {host}"),
     };
     let backoff = retry.key_fetch_backoff();
+    let last = LastFailure::default();
     let attempt = || crate::mint::mint(&m.api, &req, ctx.credentials_dir.as_deref());
-    let minted = attempt
+    let attempts = attempt
         .retry(backoff)
         .when(|f: &crate::mint::MintFailure| f.transient)
         .notify(|f: &crate::mint::MintFailure, delay| {
+            last.set(&f.reason);
             tracing::warn!(
                 "minting a key failed ({}); retrying in {:.1}s",
                 f.reason,
                 delay.as_secs_f64()
             );
-        })
-        .await
-        .map_err(|f| SecretError::Unavailable {
+        });
+    let minted = match tokio::time::timeout(retry.key_fetch_deadline, attempts).await {
+        Ok(result) => result.map_err(|f| SecretError::Unavailable {
             source_name: source_name.clone(),
             reason: f.reason,
             fix: f.fix,
-        })?;
+        })?,
+        Err(_) => return Err(deadline_passed(&source_name, retry, &last)),
+    };
     tracing::info!(
         tailjoin_minted_key_id = minted.id.as_str(),
         "minted a single-use{} key (id {}, expires {})",
@@ -93,6 +97,49 @@ async fn mint_key(
     );
     let raw = minted.key.expose_secret().to_owned();
     normalize(raw, &source_name)
+}
+
+/// The reason of the last failed attempt of a network source, for the message when its overall
+/// deadline passes during a later attempt or delay.
+#[derive(Default)]
+pub(crate) struct LastFailure(std::sync::Mutex<Option<String>>);
+
+impl LastFailure {
+    pub(crate) fn set(&self, reason: &str) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(reason.to_owned());
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+/// The error when fetching or minting the key took longer than `retry.key_fetch_deadline`,
+/// retries included.
+pub(crate) fn deadline_passed(
+    source_name: &str,
+    retry: &RetryPolicy,
+    last: &LastFailure,
+) -> SecretError {
+    let secs = retry.key_fetch_deadline.as_secs();
+    SecretError::Unavailable {
+        source_name: source_name.to_owned(),
+        reason: match last.get() {
+            Some(r) => format!(
+                "no key within the overall deadline of {secs}s (retry.key_fetch_deadline_secs), \
+                 retries included; the last failed attempt: {r}"
+            ),
+            None => format!(
+                "no key within the overall deadline of {secs}s (retry.key_fetch_deadline_secs); \
+                 the attempt under way had not finished"
+            ),
+        },
+        fix: "check that the server is up and answers promptly, or raise \
+              retry.key_fetch_deadline_secs"
+            .to_owned(),
+    }
 }
 
 /// Reads a multi-line secret (a PEM private key, a boot tokens file) from its credential or
@@ -222,6 +269,27 @@ mod tests {
             one_token("\n".into(), "bearer token"),
             Err(SecretError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn a_passed_deadline_names_the_source_the_setting_and_the_last_failure() {
+        let retry = RetryPolicy {
+            initial_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+            max_attempts: 3,
+            key_attempts: 1,
+            key_fetch_deadline: std::time::Duration::from_secs(7),
+        };
+        let last = LastFailure::default();
+        let e = deadline_passed("HTTP source https://p/k", &retry, &last).to_string();
+        assert!(
+            e.contains("HTTP source https://p/k") && e.contains("overall deadline of 7s"),
+            "{e}"
+        );
+        assert!(e.contains("retry.key_fetch_deadline_secs") && e.contains("had not finished"));
+        last.set("HTTP 503 Service Unavailable");
+        let e = deadline_passed("HTTP source https://p/k", &retry, &last).to_string();
+        assert!(e.contains("the last failed attempt: HTTP 503"), "{e}");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::report::time;
 use backon::Retryable;
 use plan::{HealthClass, Identity, Method, PushRequest, ReporterKind, Trigger};
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,16 +26,36 @@ use tokio::task::JoinHandle;
 /// Reports waiting for a reporter; beyond this the oldest news is already stale.
 const QUEUE: usize = 64;
 
-/// How long the agent waits on exit for reports still queued (the last one says why it stopped).
-pub const FLUSH_LIMIT: Duration = Duration::from_secs(15);
-
 /// Outcomes counted per reporter in `tailjoin_push_reports_total`.
 pub const OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
+
+/// What a reporter has not delivered yet, oldest first, as labels ("transition to joining",
+/// "heartbeat (running)"): what the agent names in its log when it exits without them.
+#[derive(Clone, Default)]
+struct Backlog(Arc<Mutex<VecDeque<String>>>);
+
+impl Backlog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        // A poisoned lock still holds labels worth reporting.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The report being delivered now is done (delivered, failed or not needed).
+    fn done(&self) {
+        self.lock().pop_front();
+    }
+
+    fn labels(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+}
 
 /// The agent's side of the reporters: where to put reports. Never blocks.
 #[derive(Default)]
 pub struct PushQueues {
-    queues: Vec<(ReporterKind, mpsc::Sender<Arc<StatusReport>>)>,
+    queues: Vec<(ReporterKind, mpsc::Sender<Arc<StatusReport>>, Backlog)>,
     shared: Option<Shared>,
 }
 
@@ -42,11 +63,13 @@ impl PushQueues {
     /// Offers `report` to every reporter; a full queue drops it (counted as `dropped`).
     pub fn offer(&self, report: &StatusReport) {
         let report = Arc::new(report.clone());
-        for (kind, queue) in &self.queues {
-            if queue.try_send(report.clone()).is_err() {
-                if let Some(shared) = &self.shared {
-                    count(shared, *kind, "dropped");
-                }
+        for (kind, queue, backlog) in &self.queues {
+            // Held across the send, so that the reporter never takes a report before its label.
+            let mut waiting = backlog.lock();
+            if queue.try_send(report.clone()).is_ok() {
+                waiting.push_back(format!("transition to {}", report.state.name()));
+            } else if let Some(shared) = &self.shared {
+                count(shared, *kind, "dropped");
             }
         }
     }
@@ -58,20 +81,41 @@ impl PushQueues {
 
 /// The running reporter tasks; [`PushTasks::flush`] waits for them once the queues are closed.
 #[derive(Default)]
-pub struct PushTasks(Vec<JoinHandle<()>>);
+pub struct PushTasks {
+    tasks: Vec<(ReporterKind, JoinHandle<()>, Backlog)>,
+    shared: Option<Shared>,
+}
 
 impl PushTasks {
-    /// Waits (at most `limit`) until every reporter has delivered what was queued. Call after
-    /// the [`PushQueues`] are dropped.
-    pub async fn flush(self, limit: Duration) {
-        if self.0.is_empty() {
+    /// Waits (at most `limit`) until every reporter has delivered what was queued, then stops
+    /// the reporters; what one had not delivered is named in the log (which reports, never the
+    /// URL) and counted as `dropped`. Call after the [`PushQueues`] are dropped.
+    pub async fn flush(mut self, limit: Duration) {
+        if self.tasks.is_empty() {
             return;
         }
-        let all = futures_util::future::join_all(self.0);
-        if tokio::time::timeout(limit, all).await.is_err() {
+        let all = futures_util::future::join_all(self.tasks.iter_mut().map(|(_, task, _)| task));
+        if tokio::time::timeout(limit, all).await.is_ok() {
+            return;
+        }
+        for (kind, task, backlog) in self.tasks {
+            task.abort();
+            let undelivered = backlog.labels();
+            if undelivered.is_empty() {
+                continue;
+            }
+            if let Some(shared) = &self.shared {
+                count_by(shared, kind, "dropped", undelivered.len() as u64);
+            }
             tracing::warn!(
-                "push reports still undelivered after {}s; exiting without them",
-                limit.as_secs()
+                tailjoin_reporter = kind.name(),
+                "{} reporter: exiting without {} undelivered report{} after waiting {:.1}s \
+                 (health.flush_timeout_secs): {}",
+                kind.name(),
+                undelivered.len(),
+                if undelivered.len() == 1 { "" } else { "s" },
+                limit.as_secs_f64(),
+                undelivered.join(", ")
             );
         }
     }
@@ -90,7 +134,10 @@ pub fn start(
         queues: Vec::new(),
         shared: Some(shared.clone()),
     };
-    let mut tasks = PushTasks::default();
+    let mut tasks = PushTasks {
+        tasks: Vec::new(),
+        shared: Some(shared.clone()),
+    };
     let wanted: Vec<(ReporterKind, &TokenSource)> = [
         (
             ReporterKind::Webhook,
@@ -124,7 +171,9 @@ pub fn start(
             count_by(&shared, kind, outcome, 0);
         }
         let (tx, rx) = mpsc::channel(QUEUE);
+        let backlog = Backlog::default();
         let worker = Worker {
+            backlog: backlog.clone(),
             kind,
             endpoint,
             client: client.clone(),
@@ -133,10 +182,12 @@ pub fn start(
             shared: shared.clone(),
             last: None,
         };
-        tasks
-            .0
-            .push(tokio::spawn(worker.run(rx, settings.heartbeat)));
-        queues.queues.push((kind, tx));
+        tasks.tasks.push((
+            kind,
+            tokio::spawn(worker.run(rx, settings.heartbeat)),
+            backlog.clone(),
+        ));
+        queues.queues.push((kind, tx, backlog));
         tracing::info!(
             "{} reporter on{}",
             kind.name(),
@@ -217,6 +268,8 @@ struct Worker {
     shared: Shared,
     /// The class this reporter last signalled.
     last: Option<HealthClass>,
+    /// What is queued or being sent, for the log if the agent exits first.
+    backlog: Backlog,
 }
 
 /// Why one try failed, and whether another could succeed.
@@ -245,11 +298,16 @@ impl Worker {
                     // `None` only once the agent is gone and everything queued was taken.
                     let Some(report) = next else { break };
                     self.report(&report, Trigger::Transition).await;
+                    self.backlog.done();
                     latest = Some(report);
                 }
                 _ = tick(&mut ticks) => {
                     if let Some(report) = latest.clone() {
+                        self.backlog
+                            .lock()
+                            .push_front(format!("heartbeat ({})", report.state.name()));
                         self.report(&report, Trigger::Heartbeat).await;
+                        self.backlog.done();
                     }
                 }
             }
@@ -346,6 +404,8 @@ impl Worker {
         if let Some(token) = &self.endpoint.bearer {
             builder = builder.bearer_auth(token.expose_secret());
         }
+        // Only the status matters. The body is never read: dropping the response unread closes
+        // the connection, so a hostile endpoint cannot make the agent take in a large answer.
         let response = builder.send().await.map_err(|e| {
             let failure = http_client::describe_transport_error(e);
             Failure {
@@ -379,5 +439,28 @@ async fn tick(ticks: &mut Option<tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_names_what_is_queued_and_in_flight_in_order() {
+        let b = Backlog::default();
+        b.lock().push_back("transition to starting".into());
+        b.lock().push_back("transition to joining".into());
+        // The reporter takes the first transition, delivers it, then a heartbeat goes first.
+        b.done();
+        b.lock().push_front("heartbeat (starting)".into());
+        assert_eq!(
+            b.labels(),
+            ["heartbeat (starting)", "transition to joining"]
+        );
+        b.done();
+        b.done();
+        b.done();
+        assert!(b.labels().is_empty());
     }
 }
