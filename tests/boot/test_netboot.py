@@ -209,7 +209,8 @@ def assert_diskless_and_keyless(b: netboot_vm.Boot, ctx: str) -> None:
     assert show.get("ActiveState") == "active", f"tailjoin is not active {ctx}: {show}"
     assert re.search(r"100\.\d+\.\d+\.\d+", show.get("StatusText", "")), show
     status = json.loads(b.sections.get("status-json") or "{}")
-    assert status.get("state") == "running", f"tailjoin status {ctx}: {status}"
+    assert status.get("running") is True and (status.get("agent") or {}).get("state") == "running", \
+        f"`tailjoin status --json` in the guest {ctx}: {status}"
 
 
 def test_first_boot_joins_with_a_per_boot_token(two_boots, netboot_image):
