@@ -6,6 +6,7 @@
 //! minting, secret reading, configuration checks and HTTP client (one code path to audit for
 //! secret handling), and costs the binary only a small HTTP server.
 
+pub mod admin;
 pub mod audit;
 pub mod boot_issue;
 pub mod boot_policy;
@@ -56,6 +57,15 @@ pub fn main(config_path: &Path, check_only: bool) -> u8 {
             },
             settings.mint.describe()
         );
+        if let Some(nb) = &settings.netboot {
+            println!(
+                "netboot: boot scripts on http://{}, key_url {}, {} initrd(s), tokens valid {}s",
+                nb.listen,
+                nb.key_url,
+                nb.initrds.len(),
+                nb.token_ttl.as_secs()
+            );
+        }
         return exit::OK;
     }
     crate::logging::init(settings.log_level);
