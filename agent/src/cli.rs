@@ -43,6 +43,30 @@ pub struct ProvisionArgs {
     /// Validate the configuration and exit (0 valid, 2 invalid) without serving.
     #[arg(long)]
     pub check: bool,
+    /// Manage netbooting machines instead of serving.
+    #[command(subcommand)]
+    pub action: Option<ProvisionAction>,
+}
+
+/// Enrolment of netbooting machines (the configuration's `netboot` section).
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProvisionAction {
+    /// List the MACs that asked to boot and wait for approval.
+    Pending {
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a MAC: from its next boot request on, it boots unattended.
+    Approve {
+        /// The machine's MAC address, e.g. 52:54:00:12:34:56.
+        mac: String,
+    },
+    /// Withdraw a MAC's approval (its unspent boot tokens stop working too).
+    Revoke {
+        /// The machine's MAC address, e.g. 52:54:00:12:34:56.
+        mac: String,
+    },
 }
 
 #[derive(Debug, Args)]

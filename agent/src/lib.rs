@@ -38,7 +38,14 @@ pub fn main_with(cli: Cli) -> u8 {
         Command::CheckConfig(args) => check_config(&args),
         Command::Status(args) => status(&args),
         Command::Run(args) => run(&args),
-        Command::Provision(args) => provision::main(&args.config, args.check),
+        Command::Provision(args) => match args.action {
+            None => provision::main(&args.config, args.check),
+            Some(_) if args.check => {
+                eprintln!("tailjoin provision: --check cannot be combined with a subcommand");
+                error::exit::CONFIG
+            }
+            Some(action) => provision::admin::main(&args.config, &action),
+        },
     }
 }
 
