@@ -40,6 +40,14 @@
           self.nixosModules.default
           ./secrets/examples/netboot-fleet-provisioner.nix
           {
+            # Zero-touch: the provisioner also issues the boot of generic-fleet, with a fresh
+            # one-time token per boot for each approved MAC (`tailjoin-provisioner approve MAC`).
+            services.tailjoin-provisioner.netboot = {
+              enable = true;
+              openFirewall = true;
+              keyUrl = "https://10.0.0.1:8443/v1/key";
+              system = self.nixosConfigurations.generic-fleet;
+            };
             nixpkgs.hostPlatform = system;
             networking.hostName = "prov";
             fileSystems."/" = {
@@ -130,6 +138,7 @@
       cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen";
       vm-join = vmTest ./tests/nix/join.nix;
       vm-bad-key = vmTest ./tests/nix/bad-key.nix;
+      vm-netboot = vmTest ./tests/nix/netboot.nix;
       generic-toplevel = (generic pkgs.stdenv.hostPlatform.system []).config.system.build.toplevel;
       generic-fleet-toplevel = (generic pkgs.stdenv.hostPlatform.system [fleet]).config.system.build.toplevel;
       provisioner-toplevel = (provisioner pkgs.stdenv.hostPlatform.system).config.system.build.toplevel;

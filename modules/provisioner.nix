@@ -238,6 +238,7 @@
       };
       state_dir = "/var/lib/${stateDir}";
       log_level = cfg.logLevel;
+      netboot = cfg.netboot.configSection;
     })
     cfg.extraSettings;
 
@@ -261,6 +262,8 @@
       user = "fleet";
     };'';
 in {
+  imports = [./provisioner-netboot.nix];
+
   options.services.tailjoin-provisioner = {
     enable = lib.mkEnableOption "the tailjoin provisioner (`tailjoin provision`), which mints a single-use tailnet key for each netbooted machine that asks at boot and passes the allow list";
 

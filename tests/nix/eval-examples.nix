@@ -65,9 +65,31 @@
       markers = [leakMarker "tskey-" "fake-boot-token"];
     };
 
-  expected = ["agenix" "headscale-mint" "netboot-fleet-machine" "netboot-fleet-provisioner" "sops-nix" "tpm-credential" "vm-smbios"];
+  expected = ["agenix" "headscale-mint" "netboot-fleet-machine" "netboot-fleet-provisioner" "netboot-ipxe-chain" "netboot-pixiecore" "sops-nix" "tpm-credential" "vm-smbios"];
 
   results = [
+    (test "example netboot-pixiecore: pixiecore in API mode asks the provisioner's boot listener, which serves an image with enrolment"
+      (let
+        c = configOf "netboot-pixiecore";
+        nb = (provJsonOf "netboot-pixiecore").netboot;
+      in
+        c.services.pixiecore.mode
+        == "api"
+        && c.services.pixiecore.apiServer == "http://${nb.listen}"
+        && nb.require_approval
+        && lib.hasPrefix "https://" nb.key_url
+        && (provJsonOf "netboot-pixiecore").allow.macs == ["52:54:00:12:34:56"])
+      (provJsonOf "netboot-pixiecore"))
+    (test "example netboot-ipxe-chain: dnsmasq chains iPXE to the provisioner's /v1/boot.ipxe on the open boot port"
+      (let
+        c = configOf "netboot-ipxe-chain";
+        nb = (provJsonOf "netboot-ipxe-chain").netboot;
+        port = lib.last (lib.splitString ":" nb.listen);
+      in
+        builtins.elem "tag:ipxe,http://10.0.0.1:${port}/v1/boot.ipxe" c.services.dnsmasq.settings.dhcp-boot
+        && builtins.elem (lib.toInt port) c.networking.firewall.allowedTCPPorts
+        && nb.token_ttl_secs == 180)
+      (provJsonOf "netboot-ipxe-chain"))
     (test "examples: the recipes are all there"
       (lib.all (n: builtins.elem n names) expected)
       names)

@@ -48,6 +48,16 @@ let
       inherit name text;
       outPath = fakeStorePath name text;
     };
+    ipxe = {
+      type = "derivation";
+      name = "ipxe";
+      outPath = fakeStorePath "ipxe" "ipxe";
+    };
+    writeShellScriptBin = name: text: {
+      type = "derivation";
+      inherit name text;
+      outPath = fakeStorePath name text;
+    };
     runCommand = name: env: script:
       env
       // {
@@ -79,6 +89,19 @@ let
           type = types.nullOr types.path;
           default = null;
         };
+      };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.anything;
+        default = [];
+      };
+      # The netboot examples wire the provisioner to these; their options are nixpkgs' own.
+      services.pixiecore = mkOption {
+        type = types.attrsOf types.anything;
+        default = {};
+      };
+      services.dnsmasq = mkOption {
+        type = types.attrsOf types.anything;
+        default = {};
       };
       boot.kernelParams = mkOption {
         type = types.listOf types.str;
@@ -685,8 +708,9 @@ let
   provisioner = import ./eval-provisioner.nix helpers;
   examples = import ./eval-examples.nix helpers;
   flake = import ./eval-flake.nix helpers;
+  netboot = import ./eval-netboot.nix helpers;
 in {
-  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results;
+  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
     configs =
@@ -710,7 +734,7 @@ in {
       // examples.configs;
     # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
     # naming the field).
-    provisionerConfigs = provisioner.configs // examples.provisionerConfigs;
+    provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs;
     badProvisionerConfigs = provisioner.badConfigs;
     # A health setting the agent does not know (the options cannot make one; extraSettings can):
     # it must be rejected with the field named, not ignored.

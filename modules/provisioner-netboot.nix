@@ -1,0 +1,207 @@
+# services.tailjoin-provisioner.netboot: the provisioner issues the boot, not just the key. A
+# machine's firmware (iPXE, or pixiecore in API mode) asks the provisioner for its boot; if the
+# machine passes the allow list (MAC, network; an unknown MAC waits on the pending list until
+# `tailjoin-provisioner approve MAC`), the answer loads the kernel and initrd of a NixOS netboot
+# build, served by the provisioner itself, and puts `tailjoin.key_url=` and a fresh one-time boot
+# token bound to that MAC on the kernel command line. The booted OS (services.tailjoin with the
+# `kernelCmdline` key source, e.g. nixosConfigurations.generic-fleet) trades that token for a
+# freshly minted key over HTTPS, once.
+#
+# Imported by modules/provisioner.nix, which puts `netboot` into the provisioner's JSON config.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  inherit (lib) mkOption types;
+  cfg = config.services.tailjoin-provisioner;
+  nb = cfg.netboot;
+
+  # What the provisioner serves for a NixOS system built with nixpkgs' netboot profile.
+  imageOf = system: let
+    inherit (system.config.system) build;
+    params = lib.filter (p: !(lib.hasPrefix "tailjoin.key_url=" p || lib.hasPrefix "tailjoin.boot_token=" p)) system.config.boot.kernelParams;
+  in {
+    kernel = "${build.kernel}/${system.config.system.boot.loader.kernelFile}";
+    initrds = ["${build.netbootRamdisk}/initrd"];
+    cmdline = lib.concatStringsSep " " (["init=${build.toplevel}/init"] ++ params);
+  };
+
+  listenPort = listen: let
+    m = builtins.match "(\\[[0-9A-Fa-f:.]+]|[0-9.]+):([0-9]+)" listen;
+  in
+    if m == null
+    then null
+    else lib.toInt (builtins.elemAt m 1);
+  port = listenPort nb.listen;
+
+  image =
+    if nb.image != null
+    then nb.image
+    else if nb.system != null
+    then imageOf nb.system
+    else null;
+
+  # The provisioner's admin commands with this config: pending, approve MAC, revoke MAC.
+  adminCommand = pkgs.writeShellScriptBin "tailjoin-provisioner" ''
+    exec ${lib.getExe' cfg.package "tailjoin"} provision --config ${cfg.configFile} "$@"
+  '';
+in {
+  options.services.tailjoin-provisioner.netboot = {
+    enable = lib.mkEnableOption ''
+      boot scripts for netbooting machines: `GET /v1/boot.ipxe` (point your DHCP server's iPXE
+      chain, or the DHCP bootfile, at it) and pixiecore's API (`GET /v1/boot/<mac>`, for
+      `services.pixiecore.mode = "api"`), each with a fresh one-time boot token per boot, plus
+      the kernel and initrd files (`/v1/files/…`, with Range support), on a second, plain-HTTP
+      listener (network boot firmware rarely speaks TLS)'';
+
+    listen = mkOption {
+      type = types.strMatching "(\\[[0-9A-Fa-f:.]+]|[0-9.]+):[0-9]+";
+      default = "0.0.0.0:8081";
+      description = "`ip:port` of the plain-HTTP listener for boot scripts and files (IPv6 in brackets).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the netboot listener's TCP port in the firewall.";
+    };
+
+    keyUrl = mkOption {
+      type = types.strMatching "https?://.+";
+      example = "https://10.0.0.1:8443/v1/key";
+      description = ''
+        The provisioner's key endpoint as the booted machines reach it, written on their kernel
+        command line as `tailjoin.key_url=` (the booted OS then fetches its key there, over
+        HTTPS, with the boot token). The machine must trust the provisioner's certificate
+        (`services.tailjoin.authKey.kernelCmdline.caFile` in the served system).
+      '';
+    };
+
+    system = mkOption {
+      type = types.nullOr types.raw;
+      default = null;
+      example = lib.literalExpression "inputs.tailjoin.nixosConfigurations.generic-fleet";
+      description = ''
+        A NixOS system built with nixpkgs' netboot profile (a `nixosConfigurations.<name>`, e.g.
+        this flake's `generic-fleet`): its kernel, `netbootRamdisk` and `init=` command line are
+        what the provisioner serves. Any `tailjoin.key_url=` or `tailjoin.boot_token=` in its
+        `boot.kernelParams` is left out: the provisioner writes both. Ignored when `image` is set.
+      '';
+    };
+
+    image = mkOption {
+      type = types.nullOr (types.submodule {
+        options = {
+          kernel = mkOption {
+            type = types.either types.str types.path;
+            description = "The kernel (bzImage) to serve at `/v1/files/kernel`.";
+          };
+          initrds = mkOption {
+            type = types.nonEmptyListOf (types.either types.str types.path);
+            description = "The initrds to serve at `/v1/files/initrd/0`, `/1`, … (loaded in this order).";
+          };
+          cmdline = mkOption {
+            type = types.str;
+            default = "";
+            description = "The kernel command line; the provisioner appends `tailjoin.key_url=` and the boot token.";
+          };
+        };
+      });
+      default = null;
+      description = "The kernel, initrds and command line to serve, when not taken from `system`.";
+    };
+
+    tokenTtl = mkOption {
+      type = types.ints.between 30 3600;
+      default = 300;
+      description = ''
+        Seconds a boot token stays valid. The boot script travels in clear text, so a token seen
+        on the wire is worth at most one key, for that MAC, for this long.
+      '';
+    };
+
+    requireApproval = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        A MAC must be in `allow.macs` or approved once with `tailjoin-provisioner approve MAC`;
+        an unknown MAC is put on the pending list (`tailjoin-provisioner pending`, and the audit
+        log) and its console says so. `false`: any MAC from an allowed network boots.
+      '';
+    };
+
+    oneBootPerMac = mkOption {
+      type = types.bool;
+      default = true;
+      description = "A new boot script for a MAC revokes that MAC's earlier unspent token.";
+    };
+
+    retrySecs = mkOption {
+      type = types.ints.between 1 300;
+      default = 30;
+      description = "First delay of a refused machine's retry (doubling, at most 300 s).";
+    };
+
+    configSection = mkOption {
+      type = types.nullOr (types.attrsOf types.anything);
+      internal = true;
+      readOnly = true;
+      default =
+        if nb.enable && image != null
+        then {
+          inherit (nb) listen;
+          key_url = nb.keyUrl;
+          kernel = toString image.kernel;
+          initrds = map toString image.initrds;
+          inherit (image) cmdline;
+          token_ttl_secs = nb.tokenTtl;
+          require_approval = nb.requireApproval;
+          one_boot_per_mac = nb.oneBootPerMac;
+          retry_secs = nb.retrySecs;
+        }
+        else null;
+      description = "The `netboot` section of the provisioner's JSON config.";
+    };
+  };
+
+  config = lib.mkIf (cfg.enable && nb.enable) {
+    assertions = [
+      {
+        assertion = image != null;
+        message = ''
+          services.tailjoin-provisioner.netboot.enable needs something to boot. Serve a NixOS netboot build:
+            services.tailjoin-provisioner.netboot.system = inputs.tailjoin.nixosConfigurations.generic-fleet;
+          or name the files:
+            services.tailjoin-provisioner.netboot.image = { kernel = "…/bzImage"; initrds = [ "…/initrd" ]; cmdline = "init=…"; };'';
+      }
+      {
+        assertion = lib.hasPrefix "https://" nb.keyUrl || cfg.allowPlainHttp;
+        message = ''
+          services.tailjoin-provisioner.netboot.keyUrl = "${nb.keyUrl}" would hand keys out over plain HTTP.
+          Only the boot script may travel in clear text; the key request must not. Serve the provisioner with TLS:
+            services.tailjoin-provisioner.tls = { certFile = "/etc/tailjoin-provisioner/fullchain.pem"; key.credential.source = "/run/agenix/prov-tls-key"; };
+            services.tailjoin-provisioner.netboot.keyUrl = "https://<this host>:<port>/v1/key";'';
+      }
+      {
+        assertion = image == null || !(lib.hasInfix "tailjoin." image.cmdline);
+        message = ''
+          services.tailjoin-provisioner.netboot.image.cmdline sets a tailjoin.* parameter; the provisioner writes
+          tailjoin.key_url= and a fresh tailjoin.boot_token= itself. Remove it from the command line.'';
+      }
+      {
+        assertion = nb.system == null || nb.system.config.services.tailjoin.authKey.kernelCmdline or null != null;
+        message = ''
+          services.tailjoin-provisioner.netboot.system does not take its key from the kernel command line, so the
+          boot token the provisioner issues would go unused. In the served system set:
+            services.tailjoin.authKey.kernelCmdline.caFile = "/etc/tailjoin/prov-ca.pem";
+          (nixosConfigurations.generic-fleet already does.)'';
+      }
+    ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf (nb.openFirewall && port != null) [port];
+
+    environment.systemPackages = [adminCommand];
+  };
+}
