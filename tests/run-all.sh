@@ -32,5 +32,5 @@ lib_default=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/nixpkgs-lib
 if [ -z "${NIXPKGS_LIB:-}" ] && [ -d "$lib_default" ]; then export NIXPKGS_LIB=$lib_default; fi
 tests/nix/check.sh
 
-step "boot test: Debian 12 (systemd 252) under qemu joins headscale on the host"
+step "boot test: Debian 12 (systemd 252) under qemu joins headscale on the host; a diskless machine PXE-boots from the provisioner"
 tests/boot/run.sh

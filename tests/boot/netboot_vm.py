@@ -68,6 +68,24 @@ def _boot(lines: list[str]) -> Boot:
     return Boot(sections, hello, done, next((x for x in lines if x.startswith("TJ-HELLO")), ""), checks)
 
 
+# The option ROM qemu loads for virtio-net-pci: Debian's ipxe-qemu build of iPXE.
+IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+
+
+def ensure_ipxe_rom() -> None:
+    if IPXE_ROM.exists():
+        return
+    r = subprocess.run(
+        ["bash", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ipxe-qemu"],
+        capture_output=True, text=True,
+    )
+    if not IPXE_ROM.exists():
+        raise run_boot.BootError(
+            f"{IPXE_ROM} (Debian's iPXE ROM for qemu's virtio NIC) is missing and ipxe-qemu could not be "
+            f"installed (apt-get install ipxe-qemu): {r.stderr.strip()[-1000:]}"
+        )
+
+
 class NetbootVM:
     def __init__(self, run_dir: Path, mac: str, bootfile_url: str, memory: int = 1536, smp: int = 2):
         self.run_dir = Path(run_dir)
@@ -88,6 +106,7 @@ class NetbootVM:
 
     def start(self) -> "NetbootVM":
         qemu = run_boot.ensure_qemu()
+        ensure_ipxe_rom()
         accel, why = run_boot.pick_accel()
         self.accel = f"{accel} ({why})"
         for p in (self.console_path, self.results_path, self.monitor_path):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the boot test: builds (or reuses) the Debian image and boots it with qemu once per
-# scenario against headscale on the host's loopback. Needs root (debootstrap).
+# scenario against headscale on the host's loopback (test_boot.py), then the diskless netboot:
+# no disk, Debian's iPXE ROM, boot script and per-boot token from the real provisioner
+# (test_netboot.py, scenario netboot). Needs root (debootstrap).
 #
 #   tests/boot/run.sh [pytest args]      e.g. -k normal, or TAILJOIN_BOOT_SCENARIOS=normal
 #
@@ -17,6 +19,7 @@ die() { echo "tests/boot/run.sh: $*" >&2; exit 1; }
 # shellcheck source=deps.sh
 . "$here/deps.sh"
 tj_boot_need debootstrap:debootstrap mkfs.ext4:e2fsprogs qemu-system-x86_64:qemu-system-x86 python3:python3 \
+  mksquashfs:squashfs-tools cpio:cpio \
   || die "cannot get the tools the boot test needs (see above)"
 python3 -c 'import pytest' 2>/dev/null || die "pytest is missing (tests/lib/ensure-deps.sh installs it)"
 
@@ -31,4 +34,4 @@ fi
 export TAILJOIN_BIN TAILJOIN_PEERS_BIN
 
 cd "$here"
-exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py "$@"
+exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py "$@"
