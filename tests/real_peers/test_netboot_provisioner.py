@@ -323,6 +323,9 @@ def test_network_and_rate_limit_refusals_are_explained_on_the_console(headscale,
         assert "none of the provisioner's allow.networks" in text and mac in text, text
         assert "sleep 30" in text and "boot_token" not in text
         assert nb_get(outside, f"/v1/boot/{mac}")[0] == 403
+        assert nb_get(outside, "/healthz")[:1] == (200,)
+        assert nb_get(outside, f"/v1/boot.ipxe?mac={mac}", method="HEAD")[0] == 405, "a HEAD issues nothing"
+        assert nb_get(outside, "/v1/key", method="POST")[0] == 405, "keys are only on the HTTPS listener"
     finally:
         outside.stop()
     limited = start_netboot_provisioner(tmp_path, headscale, boot_files, name="limited",
