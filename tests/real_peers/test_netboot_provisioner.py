@@ -336,6 +336,10 @@ def test_network_and_rate_limit_refusals_are_explained_on_the_console(headscale,
         assert all("boot || goto failed" in t for t in texts[:2])
         assert "too many boot requests" in texts[2] and "boot_token" not in texts[2], texts[2]
         assert nb_get(limited, f"/v1/boot/{mac}")[0] == 429
+        assert "rate_limited" in limited.log()
+        assert not [l for l in limited.audit if l.get("reason") == "rate_limited"], \
+            "a flood of refusals goes to the log, not to the fsync'd audit log"
+        assert len([l for l in limited.audit if l["event"] == "boot_issued"]) == 2
         # The files are not rate limited (a boot fetches several, maybe in ranges).
         assert nb_get(limited, "/v1/files/initrd/1")[0] == 200
     finally:

@@ -283,8 +283,10 @@ impl Provisioner {
         let shown = mac
             .clone()
             .unwrap_or_else(|| super::boot_policy::shown(raw_mac));
-        if first_pending {
-            // A pending MAC is logged once, not at every retry of its boot loop.
+        // A pending MAC is logged once, not at every retry of its boot loop; a rate-limited
+        // request only in the log, as for /v1/key (a flood must not fill the disk).
+        let audited = first_pending && !matches!(refusal, BootRefusal::RateLimited { .. });
+        if audited {
             let event = if matches!(refusal, BootRefusal::Pending { .. }) {
                 "pending"
             } else {
