@@ -88,6 +88,9 @@ pub fn main(config_path: &Path, check_only: bool) -> u8 {
     }
 }
 
+/// Longest a netboot connection may stay open (downloads included).
+const NETBOOT_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The netboot listener's accept loop (plain HTTP); it ends with the runtime.
 async fn serve_netboot(prov: Arc<Provisioner>, listener: tokio::net::TcpListener) {
     let local = match listener.local_addr() {
@@ -115,10 +118,21 @@ async fn serve_netboot(prov: Arc<Provisioner>, listener: tokio::net::TcpListener
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true);
-            // No overall time bound: a kernel or initrd of hundreds of MB may take long on a slow
-            // link; an idle connection ends at the header timeout.
-            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!("netboot connection from {peer}: {e}");
+            // A generous bound (a kernel or initrd of hundreds of MB may take minutes on a slow
+            // link) so a client that stops reading cannot hold a connection for ever; an idle
+            // connection ends at the header timeout.
+            let served = tokio::time::timeout(
+                NETBOOT_CONNECTION_TIMEOUT,
+                http.serve_connection(TokioIo::new(stream), service),
+            )
+            .await;
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("netboot connection from {peer}: {e}"),
+                Err(_) => tracing::warn!(
+                    "netboot connection from {peer} closed after {} s",
+                    NETBOOT_CONNECTION_TIMEOUT.as_secs()
+                ),
             }
         });
     }

@@ -1,4 +1,5 @@
 //! The netboot listener (plain HTTP, for iPXE and pixiecore): `GET /v1/boot.ipxe[?mac=…]`,
+//! `GET /healthz`,
 //! `GET /v1/boot/<mac>` (pixiecore's API) and `GET|HEAD /v1/files/kernel`,
 //! `/v1/files/initrd/<i>`. A boot request that passes [`super::boot_policy`] gets a fresh
 //! one-time token from [`super::boot_store`]; every decision goes to the audit log (never the
@@ -110,7 +111,13 @@ impl Provisioner {
                 "the netboot listener answers GET (and HEAD for files)",
             ));
         }
+        let is_file = path == "/v1/files/kernel" || path.starts_with("/v1/files/initrd/");
+        if head && !is_file {
+            // A HEAD must not issue a token nobody will see.
+            return Ok(text(405, "HEAD is answered for /v1/files/ only; use GET"));
+        }
         Ok(match path.as_str() {
+            "/healthz" => text(200, "ok"),
             "/v1/boot.ipxe" => match query_param(query.as_deref(), "mac") {
                 None => script(chain_script(&base)),
                 Some(mac) => {
@@ -276,8 +283,10 @@ impl Provisioner {
         let shown = mac
             .clone()
             .unwrap_or_else(|| super::boot_policy::shown(raw_mac));
-        if first_pending {
-            // A pending MAC is logged once, not at every retry of its boot loop.
+        // A pending MAC is logged once, not at every retry of its boot loop; a rate-limited
+        // request only in the log, as for /v1/key (a flood must not fill the disk).
+        let audited = first_pending && !matches!(refusal, BootRefusal::RateLimited { .. });
+        if audited {
             let event = if matches!(refusal, BootRefusal::Pending { .. }) {
                 "pending"
             } else {
