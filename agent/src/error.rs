@@ -103,7 +103,7 @@ pub enum SecretError {
     )]
     OAuthClientSecret { source_name: String },
     #[error(
-        "the auth key from {source_name} contains whitespace or control characters inside it; a key is one token on one line"
+        "the auth key from {source_name} contains whitespace or control characters inside it (between its first and last character; whitespace around it is trimmed); a key is one token on one line"
     )]
     Malformed { source_name: String },
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod error;
+pub mod fs_read;
 pub mod http_client;
 pub mod localapi;
 pub mod logging;

@@ -27,6 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct LocalApi {
     client: reqwest::Client,
     socket: PathBuf,
+    timeout: Duration,
 }
 
 impl LocalApi {
@@ -45,7 +46,15 @@ impl LocalApi {
         Ok(LocalApi {
             client,
             socket: socket.to_owned(),
+            timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// The same client with another bound for requests other than the bus (`tailjoin status`
+    /// answers a person, who should not wait 30 s for a hung tailscaled).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -137,8 +146,7 @@ impl LocalApi {
         endpoint: &'static str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, LocalApiError> {
-        self.send_untimed(endpoint, req.timeout(REQUEST_TIMEOUT))
-            .await
+        self.send_untimed(endpoint, req.timeout(self.timeout)).await
     }
 
     async fn send_untimed(

@@ -11,6 +11,8 @@ use std::path::Path;
 #[derive(Debug, Serialize)]
 pub struct Combined {
     pub agent: Option<StatusReport>,
+    /// Whether the process that wrote the status file is still running (`None`: no file).
+    pub agent_alive: Option<bool>,
     pub agent_error: Option<String>,
     pub tailscaled: Option<TailscaledView>,
     pub tailscaled_error: Option<String>,
@@ -26,13 +28,35 @@ pub struct TailscaledView {
     pub health: Vec<String>,
 }
 
+/// How long `tailjoin status` waits for tailscaled.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A timeout in words a person can act on.
+fn not_responding(socket: &Path) -> String {
+    format!(
+        "tailscaled is not responding: no answer within {}s on {} (is it hung or stopped? `systemctl status tailscaled`)",
+        STATUS_TIMEOUT.as_secs(),
+        socket.display()
+    )
+}
+
 pub async fn gather(state_dir: &Path, socket: &Path) -> Combined {
     let (agent, agent_error) = match status_file::read(state_dir) {
         Ok(r) => (Some(r), None),
         Err(e) => (None, Some(e)),
     };
     let live: Result<Status, String> = match LocalApi::new(socket) {
-        Ok(api) => api.status().await.map_err(|e| e.to_string()),
+        Ok(api) => {
+            let api = api.with_timeout(STATUS_TIMEOUT);
+            // The whole exchange is bounded too: connecting to a socket whose listener hangs.
+            let asked = std::time::Instant::now();
+            match tokio::time::timeout(STATUS_TIMEOUT, api.status()).await {
+                // reqwest's own timeout says only "error sending request": tell by the clock.
+                Ok(Err(_)) if asked.elapsed() >= STATUS_TIMEOUT => Err(not_responding(socket)),
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(not_responding(socket)),
+            }
+        }
         Err(e) => Err(e.to_string()),
     };
     let (tailscaled, tailscaled_error) = match live {
@@ -50,19 +74,46 @@ pub async fn gather(state_dir: &Path, socket: &Path) -> Combined {
     let ts_running = tailscaled
         .as_ref()
         .is_some_and(|t| t.backend_state == BackendState::Running.name());
-    let agent_ok = agent.as_ref().is_none_or(|a| a.state == Phase::Running);
+    let agent_alive = agent
+        .as_ref()
+        .map(|a| process_is_tailjoin(Path::new("/proc"), a.pid));
+    let agent_ok =
+        agent.as_ref().is_none_or(|a| a.state == Phase::Running) && agent_alive != Some(false);
     Combined {
         running: ts_running && agent_ok,
         agent,
+        agent_alive,
         agent_error,
         tailscaled,
         tailscaled_error,
     }
 }
 
+/// Whether `pid` is a live tailjoin process: the status file outlives the agent (a crash, a
+/// SIGKILL), and its pid may since belong to something else.
+pub fn process_is_tailjoin(proc_root: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+        .is_ok_and(|comm| comm.trim_end() == "tailjoin")
+}
+
 pub fn render_text(c: &Combined) -> String {
     let mut out = String::new();
     match (&c.agent, &c.agent_error) {
+        (Some(a), _) if c.agent_alive == Some(false) => {
+            let _ = writeln!(
+                out,
+                "tailjoin    NOT RUNNING: the agent (pid {}) is gone; the last state it recorded was {} at {}",
+                a.pid, a.state, a.since
+            );
+            let _ = writeln!(out, "            its last summary: {}", a.summary);
+            if let Some(e) = &a.error {
+                let _ = writeln!(out, "            last error ({}): {}", e.kind, e.message);
+            }
+            let _ = writeln!(
+                out,
+                "            see `journalctl -u tailjoin` for why it ended; `systemctl restart tailjoin` starts it again"
+            );
+        }
         (Some(a), _) => {
             let _ = writeln!(
                 out,
@@ -147,6 +198,7 @@ mod tests {
             }),
             tailscaled_error: None,
             running: true,
+            agent_alive: None,
         };
         let text = render_text(&c);
         assert!(
@@ -162,5 +214,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("health: no DERP home"), "{text}");
+    }
+
+    #[test]
+    fn a_dead_agent_is_not_vouched_for() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("42")).unwrap();
+        std::fs::write(d.path().join("42/comm"), "tailjoin\n").unwrap();
+        std::fs::create_dir_all(d.path().join("43")).unwrap();
+        std::fs::write(d.path().join("43/comm"), "bash\n").unwrap();
+        assert!(process_is_tailjoin(d.path(), 42));
+        assert!(!process_is_tailjoin(d.path(), 43), "a reused pid");
+        assert!(!process_is_tailjoin(d.path(), 44), "a gone pid");
+        let c = Combined {
+            agent: Some(StatusReport::in_state(Phase::Running, "running 100.64.0.1")),
+            agent_alive: Some(false),
+            agent_error: None,
+            tailscaled: None,
+            tailscaled_error: Some("tailscaled is not responding".into()),
+            running: false,
+        };
+        let text = render_text(&c);
+        assert!(text.contains("NOT RUNNING"), "{text}");
+        assert!(
+            text.contains("the last state it recorded was running at"),
+            "{text}"
+        );
+        assert!(!text.contains("running since"), "{text}");
     }
 }

@@ -345,7 +345,7 @@ impl LogLevel {
 /// Reads and parses a configuration file. The error names the file, the field path and the
 /// line, and says what was expected.
 pub fn load_file(path: &Path) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = crate::fs_read::read_config(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;

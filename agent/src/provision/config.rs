@@ -150,7 +150,7 @@ pub struct RateLimit {
 }
 
 pub fn load_file(path: &Path) -> Result<RawProvisionConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = crate::fs_read::read_config(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;

@@ -77,7 +77,7 @@ pub fn write(state_dir: &Path, report: &StatusReport) -> std::io::Result<()> {
 
 pub fn read(state_dir: &Path) -> Result<StatusReport, String> {
     let path = path_in(state_dir);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = crate::fs_read::read_config(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "{} does not exist: the agent has not run on this machine since boot (or uses another state_dir)",

@@ -67,7 +67,7 @@ pub(super) async fn read(src: &CmdlineSource, retry: &RetryPolicy) -> Result<Str
         reason,
         fix: fix.to_owned(),
     };
-    let file = std::fs::File::open(&src.path).map_err(|e| {
+    let file = crate::fs_read::open_regular(&src.path).map_err(|e| {
         unavailable(
             format!("cannot open it: {e}"),
             "check auth_key.kernel_cmdline.path",

@@ -19,12 +19,12 @@ pub(super) fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String,
         )
     })?;
     let path = dir.join(name);
-    let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => unavailable(
+    let file = crate::fs_read::open_regular(&path).map_err(|e| match e {
+        crate::fs_read::OpenError::NotFound => unavailable(
             format!("{} does not exist", path.display()),
             format!("check that the unit has LoadCredential={name}:… and that its source exists"),
         ),
-        _ => unavailable(
+        e => unavailable(
             format!("{}: {e}", path.display()),
             "check the unit's credential settings".into(),
         ),

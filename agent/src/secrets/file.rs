@@ -11,27 +11,27 @@ pub(super) fn read(path: &Path) -> Result<String, SecretError> {
         reason,
         fix: fix.to_owned(),
     };
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => unavailable(
+    use crate::fs_read::OpenError;
+    // Never blocks (a FIFO without a writer is refused at once) and only opens regular files.
+    let file = crate::fs_read::open_regular(path).map_err(|e| match e {
+        OpenError::NotFound => unavailable(
             "it does not exist".into(),
             "create it (mode 600) or point auth_key.file at the right path",
         ),
-        std::io::ErrorKind::PermissionDenied => unavailable(
+        OpenError::PermissionDenied => unavailable(
             "permission denied".into(),
             "make it readable by the user tailjoin runs as (and nobody else), or use a systemd credential",
         ),
-        _ => unavailable(e.to_string(), "check the path"),
+        e @ OpenError::NotRegular(_) => unavailable(
+            e.to_string(),
+            "point auth_key.file at a regular file holding the key",
+        ),
+        OpenError::Io(e) => unavailable(e.to_string(), "check the path"),
     })?;
     // Check the mode of the file we opened, not of whatever the path points at later.
     let meta = file
         .metadata()
         .map_err(|e| unavailable(e.to_string(), "check the path"))?;
-    if !meta.is_file() {
-        return Err(unavailable(
-            "it is not a regular file".into(),
-            "point auth_key.file at a file holding the key",
-        ));
-    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(SecretError::TooOpen {
