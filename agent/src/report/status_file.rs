@@ -87,8 +87,12 @@ pub fn read(state_dir: &Path) -> Result<StatusReport, String> {
             format!("cannot read {}: {e}", path.display())
         }
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a tailjoin status file: {e}", path.display()))
+    parse(&text).map_err(|e| format!("{} is not a tailjoin status file: {e}", path.display()))
+}
+
+/// A status file's text as a report (what `tailjoin status` and the fuzzer read).
+pub fn parse(text: &str) -> Result<StatusReport, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 #[cfg(test)]

@@ -104,6 +104,11 @@ async fn fetch_once(
             },
             crate::http_client::BodyError::Transport(e) => transport_error(e),
         })?;
+    parse_body(body, &src.response)
+}
+
+/// The key out of a successful response's body, raw or from a JSON field.
+fn parse_body(body: Vec<u8>, format: &ResponseFormat) -> Result<String, Attempt> {
     let text = String::from_utf8(body).map_err(|e| {
         drop(SecretString::from(
             String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -114,10 +119,19 @@ async fn fetch_once(
             fix: "the server must answer with the key as text".into(),
         }
     })?;
-    match &src.response {
+    match format {
         ResponseFormat::Raw => Ok(text),
         ResponseFormat::Json { field } => extract_json_field(text, field),
     }
+}
+
+/// The HTTP key-response parser as the fuzzer drives it: a body and a format in, the key (or
+/// the reason it is refused) out, after the same checks as a fetched key.
+pub fn parse_key_response(body: &[u8], format: &ResponseFormat) -> Result<String, String> {
+    let raw = parse_body(body.to_vec(), format).map_err(|a| a.reason)?;
+    super::normalize(raw, "fuzz")
+        .map(|k| k.expose_secret().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Takes `field` (a string) out of a JSON object, without echoing the document in errors.

@@ -6,6 +6,7 @@ mod credential;
 mod env;
 mod file;
 mod http;
+pub use http::parse_key_response;
 pub mod identity;
 
 use crate::config::{KeySource, MintSource, RetryPolicy, TokenSource};
