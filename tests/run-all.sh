@@ -32,5 +32,8 @@ lib_default=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}/nixpkgs-lib
 if [ -z "${NIXPKGS_LIB:-}" ] && [ -d "$lib_default" ]; then export NIXPKGS_LIB=$lib_default; fi
 tests/nix/check.sh
 
+step "fuzz: a short cargo-fuzz run of every parser that reads untrusted bytes (docs/FUZZING.md)"
+tests/fuzz.sh --seconds "${TAILJOIN_FUZZ_SECONDS:-15}"
+
 step "boot test: Debian 12 (systemd 252) under qemu joins headscale on the host; a diskless machine PXE-boots from the provisioner"
 tests/boot/run.sh
