@@ -3,6 +3,8 @@
 # into a cache directory, once. A second run only checks the binaries and takes a second.
 #
 #   tests/peers/build.sh            # build (if needed) and print the bin directory
+#   TAILJOIN_TAILSCALE_VERSION=v1.102.5 tests/peers/build.sh    # another release (the matrix)
+#   TAILJOIN_HEADSCALE_VERSION=…        likewise for headscale
 #
 # Cache: $TAILJOIN_CACHE (default ~/.cache/tailjoin)/peers/<component>-<version>/bin
 set -euo pipefail
@@ -10,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+TAILSCALE_VERSION=${TAILJOIN_TAILSCALE_VERSION:-$TAILSCALE_VERSION}
+HEADSCALE_VERSION=${TAILJOIN_HEADSCALE_VERSION:-$HEADSCALE_VERSION}
 
 cache=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
 out=$cache/peers/bin-tailscale-$TAILSCALE_VERSION-headscale-$HEADSCALE_VERSION
