@@ -358,7 +358,12 @@
         description = "The JSON field that holds the key, with `response = \"json\"` only; `null` means `key`.";
       };
       caFile = caFileOption;
-      timeoutSecs = timeoutOption;
+      timeoutSecs =
+        timeoutOption
+        // {
+          # Longer than the provisioner's own mint timeout (10 s), so that it answers first.
+          default = 30;
+        };
       maxResponseBytes = mkOption {
         type = types.ints.between 64 1048576;
         default = 16384;

@@ -138,7 +138,7 @@
             method = "post";
             response = "json";
             ca_file = "/etc/tailjoin/prov-ca.pem";
-            timeout_secs = 10;
+            timeout_secs = 30;
             max_response_bytes = 16384;
             allow_plain_http = false;
           };

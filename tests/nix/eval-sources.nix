@@ -193,7 +193,7 @@
             allow_key = false;
             method = "post";
             response = "json";
-            timeout_secs = 10;
+            timeout_secs = 30;
             max_response_bytes = 16384;
             allow_plain_http = false;
           };

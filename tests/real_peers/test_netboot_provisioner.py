@@ -382,3 +382,89 @@ def test_netboot_config_errors_name_the_field(tmp_path, boot_files):
     path.write_text(json.dumps(doc))
     r = subprocess.run([agent_bin(), "provision", f"--config={path}", "--check"], capture_output=True, text=True)
     assert r.returncode == 2 and "netboot.require_approval" in r.stderr, r.stderr
+
+
+class SlowProxy:
+    """A TCP proxy to headscale's API that holds every answer back for `delay` seconds: minting
+    takes that long, as under a boot storm."""
+
+    def __init__(self, upstream_port: int, delay: float):
+        import socket
+        import threading
+        self.delay = delay
+        self.upstream = upstream_port
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        self.srv.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                continue
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+
+            def pump(a, b, delay):
+                if delay:
+                    time.sleep(delay)
+                try:
+                    while data := a.recv(65536):
+                        b.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    for s in (a, b):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+            threading.Thread(target=pump, args=(c, u, 0), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, self.delay), daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.srv.close()
+
+
+def test_a_key_request_abandoned_mid_mint_frees_its_token(tmp_path, headscale, boot_files):
+    """A machine whose key request times out while the provisioner is still minting (a boot
+    storm) must be able to ask again with the same token and get a key: the abandoned request
+    gives its token back instead of holding it "in use" or spending it on a key nobody got."""
+    import socket
+    import ssl
+    proxy = SlowProxy(headscale.port, delay=4.0)
+    try:
+        prov = start_netboot_provisioner(
+            tmp_path, headscale, boot_files, netboot={"require_approval": False},
+            mint={"headscale": {"url": f"http://127.0.0.1:{proxy.port}", "allow_plain_http": True,
+                                "api_key": {"credential": "headscale-api-key"}}})
+        mac = host_mac()
+        token = issue(prov, mac)["token"]
+        # The first request gives up after 1 s, mid-mint, as a timed-out agent does.
+        body = json.dumps({"hostname": "storm", "mac_addresses": [mac]}).encode()
+        port = int(prov.url.split(":")[2].split("/")[0])
+        ctx = ssl.create_default_context(cafile=str(prov.ca))
+        with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"POST /v1/key HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(1.0)
+        # Asked again (with backoff, as the agent does), the same token gets a key.
+        deadline = time.monotonic() + 60
+        seen = []
+        while time.monotonic() < deadline:
+            status, text = post_key(prov, token, [mac])
+            seen.append(status)
+            if status == 200:
+                break
+            assert status == 409, (status, text, seen)
+            time.sleep(1)
+        assert seen[-1] == 200, f"the abandoned request burnt the token: {seen}\n{prov.log()[-3000:]}"
+    finally:
+        proxy.close()

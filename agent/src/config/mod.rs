@@ -796,6 +796,9 @@ fn validate_http_source(field: &str, h: RawHttpSource) -> Result<HttpKeySource, 
     })
 }
 
+/// The kernel command line source's default request timeout, in seconds.
+pub const CMDLINE_TIMEOUT_SECS: u64 = 30;
+
 fn validate_cmdline_source(c: RawCmdlineSource) -> Result<CmdlineSource, ConfigError> {
     let field = "auth_key.kernel_cmdline";
     let path = absolute_path(&format!("{field}.path"), c.path, "/proc/cmdline")?;
@@ -810,7 +813,9 @@ fn validate_cmdline_source(c: RawCmdlineSource) -> Result<CmdlineSource, ConfigE
             ca_file: c.ca_file,
             response: Some(c.response.unwrap_or(ResponseKind::Json)),
             json_field: c.json_field,
-            timeout_secs: c.timeout_secs,
+            // Longer than the provisioner's own mint timeout (10 s by default): it answers (a
+            // key, or 502 and the token freed) before this machine gives up on the request.
+            timeout_secs: Some(c.timeout_secs.unwrap_or(CMDLINE_TIMEOUT_SECS)),
             max_response_bytes: c.max_response_bytes,
             allow_plain_http: Some(allow_plain_http),
         },

@@ -58,6 +58,44 @@ impl Held {
     }
 }
 
+/// A held token that goes back to "issued" if the request ends before its key was handed out:
+/// when the client gives up (its timeout) and hyper drops this request's future mid-mint, the
+/// machine's retry with the same token must find it usable, not "in use" for ever.
+struct HeldGuard<'a> {
+    prov: &'a Provisioner,
+    held: Option<Held>,
+}
+
+impl HeldGuard<'_> {
+    fn label(&self) -> Option<String> {
+        self.held.as_ref().and_then(Held::label)
+    }
+
+    fn release(mut self) {
+        if let Some(h) = self.held.take() {
+            self.prov.release(h);
+        }
+    }
+
+    fn commit(mut self) -> Result<(), String> {
+        match self.held.take() {
+            Some(h) => self.prov.commit(h),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.held.take() {
+            tracing::info!(
+                "a key request ended before its key was handed out; its boot token is usable again"
+            );
+            self.prov.release(h);
+        }
+    }
+}
+
 type Reply = Response<Full<Bytes>>;
 
 fn reply(status: u16, content_type: &str, body: String) -> Reply {
@@ -197,6 +235,10 @@ impl Provisioner {
             (matched, held)
         };
         drop(token);
+        let held = HeldGuard {
+            prov: self,
+            held: Some(held),
+        };
         let label = held.label();
 
         let request = MintRequest {
@@ -214,7 +256,7 @@ impl Provisioner {
         {
             Ok(m) => m,
             Err(f) => {
-                self.release(held);
+                held.release();
                 tracing::error!(
                     tailjoin_client = %client,
                     "cannot mint a key for {} ({client}): {}; {}",
@@ -234,7 +276,7 @@ impl Provisioner {
             }
         };
 
-        if let Err(e) = self.commit(held) {
+        if let Err(e) = held.commit() {
             tracing::error!("not handing out key {}: {e}", minted.id);
             return text(500, "internal error: cannot record the boot token as used");
         }

@@ -184,6 +184,12 @@ fn status_error(status: reqwest::StatusCode, said: &str, has_token: bool) -> Att
             "there is no key at this URL: check auth_key.http.url (or tailjoin.key_url= on the kernel command line)",
         ),
         408 | 429 => (true, "the server is busy; tailjoin retries with backoff"),
+        // The provisioner still holds this boot token for an earlier try of this machine (one
+        // that timed out here): it frees it when that try ends, so ask again.
+        409 => (
+            true,
+            "an earlier request with this boot token is still being served; tailjoin retries with backoff",
+        ),
         500..=599 => (true, "the server failed; tailjoin retries with backoff"),
         _ => (false, "the server refused the request"),
     };
@@ -237,6 +243,7 @@ mod tests {
             (S::FORBIDDEN, false, "allowlist"),
             (S::NOT_FOUND, false, "URL"),
             (S::TOO_MANY_REQUESTS, true, "busy"),
+            (S::CONFLICT, true, "earlier request"),
             (S::INTERNAL_SERVER_ERROR, true, "retries"),
             (S::BAD_GATEWAY, true, "retries"),
             (S::IM_A_TEAPOT, false, "refused"),
