@@ -145,6 +145,7 @@ def main() -> int:
                     f"{storm_outage:.0f} s")
                 results["storm"] = {**stamp, "rate_limit": a.storm_rate_limit,
                                     **storm.run(work / "storm", storm_sizes, storm_outage, a.storm_rate_limit, log=log)}
+                results_path.write_text(json.dumps(results, indent=1) + "\n")  # kept if a later section fails
             if "netboot" in sections:
                 import netboot_bench
                 log(f"7. netboot: {netboot_runs} qemu boots per variant, alternated")

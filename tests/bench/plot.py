@@ -5,6 +5,8 @@
 - join_latency.png: join latency and recovery per approach (every run as a dot, the median as a bar)
 - fleet.png: fleet boot (until all Running) and recovery after a headscale outage vs N
   (median with min–max whiskers)
+- storm.png: boot storm, time until all N are Running vs N, with the provisioner and with pre-made
+  keys, headscale up and down for a while in the middle; and the median join
 """
 
 from __future__ import annotations
@@ -105,6 +107,38 @@ def plot_fleet(res: dict, out: Path):
     plt.close(fig)
 
 
+def plot_storm(res: dict, out: Path):
+    per = res["storm"]["per"]
+    ns = sorted(int(n) for n in per if per[n])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    outage = next((r["outage_s"] for rs in per.values() for r in rs if r.get("outage_s")), None)
+    series = [("provisioner", False, "provisioner (boot script + token + minted key)", "#4878cf", "-"),
+              ("premade", False, "pre-made key per machine", "#6acc65", "-"),
+              ("provisioner", True, f"provisioner, headscale down {outage or 0:.0f} s", "#4878cf", "--"),
+              ("premade", True, f"pre-made, headscale down {outage or 0:.0f} s", "#6acc65", "--")]
+    for axis, key in ((ax, "all_running_s"), (ax2, "median_join_s")):
+        for mode, down, label, color, style in series:
+            xs, ys = [], []
+            for n in ns:
+                r = next((r for r in per[str(n)] if r["mode"] == mode and bool(r.get("outage_s")) == down), None)
+                if r is not None and r.get(key) is not None:
+                    xs.append(n)
+                    ys.append(r[key])
+            if xs:
+                axis.plot(xs, ys, marker="o", linestyle=style, color=color, label=label)
+        axis.set_xlabel("N (machines powered on at once)")
+        axis.set_xticks(ns)
+        axis.grid(alpha=0.3)
+        axis.set_ylim(0, axis.get_ylim()[1] * 1.35)
+    ax.set_ylabel("seconds from power-on")
+    ax.set_title("Boot storm: until all N are Running", fontsize=10)
+    ax2.set_title("Boot storm: median machine's join", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "storm.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     res = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
@@ -113,6 +147,8 @@ def main() -> int:
         plot_join(res, out)
     if "fleet" in res:
         plot_fleet(res, out)
+    if "storm" in res:
+        plot_storm(res, out)
     return 0
 
 

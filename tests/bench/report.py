@@ -482,8 +482,164 @@ def render(res: dict, plots_rel: str = "bench") -> str:
         body = _join(res, plots_rel)
         lines += body[:2] + _provenance(res, "join") + body[2:]
         lines += _recovery(res)
-    for key, fn in (("idle", _idle), ("size", _size), ("fleet", lambda r: _fleet(r, plots_rel))):
+    for key, fn in (("idle", _idle), ("size", _size), ("fleet", lambda r: _fleet(r, plots_rel)),
+                    ("storm", lambda r: _storm(r, plots_rel)), ("netboot", _netboot)):
         if key in res:
             body = fn(res)
             lines += body[:2] + _provenance(res, key) + body[2:]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- storm and netboot
+
+
+def _pair(rows: list[dict], outage: bool) -> tuple[dict | None, dict | None]:
+    prov = next((r for r in rows if r["mode"] == "provisioner" and bool(r.get("outage_s")) == outage), None)
+    pre = next((r for r in rows if r["mode"] == "premade" and bool(r.get("outage_s")) == outage), None)
+    return prov, pre
+
+
+def _opt(v, nd=1, scale=1.0):
+    return "—" if v is None else f"{v * scale:.{nd}f}"
+
+
+def _storm(res: dict, plots_rel: str) -> list[str]:
+    st = res["storm"]
+    per = st["per"]
+    rl = st.get("rate_limit") or {}
+    lines = [
+        "## 6. Boot storm",
+        "",
+        "N netbooted machines power on at once (after a power cut) against one `tailjoin provision` in front of "
+        "one headscale (defaults, every node sees every other). Each machine is simulated on loopback: its "
+        "\"firmware\" fetches `GET /v1/boot.ipxe?mac=MAC` from the provisioner's plain-HTTP netboot listener "
+        "(a refusal is followed as iPXE would: sleep what the script says, ask again), takes the `kernel` line's "
+        "arguments (`tailjoin.key_url=`, a one-time `tailjoin.boot_token=`) as its kernel command line, then "
+        "starts a real `tailscaled` (userspace networking, own socket and state dir) and a real `tailjoin run` "
+        "with the `kernel_cmdline` key source. tailjoin runs in its own mount namespace with a fake "
+        "`/sys/class/net` (one NIC, the machine's MAC), so the identity it POSTs to `/v1/key` carries the "
+        "simulated MAC; all MACs are in `allow.macs`. The kernel and initrd files are not fetched.",
+        "",
+        "**Pre-made keys** is the same fleet in the same run, side by side: one single-use, ephemeral, tagged "
+        "pre-auth key per machine (what the provisioner mints) in a key file, no boot script, no provisioner; "
+        "tailscaled and tailjoin start at power-on. **Join** = power-on (all machines at once) → that machine's "
+        "tailjoin reports `running`. Mint calls are counted at headscale's API (`POST /api/v1/preauthkey` "
+        "through the counting proxy); tokens and refusals come from the provisioner's audit log. A machine is "
+        f"stranded when it is not Running within {storm_bound():.0f} s (or its tailjoin gave up before).",
+        "",
+        f"Rate limit: `{rl}` on top of the provisioner's defaults. Every simulated machine reaches the "
+        "provisioner from 127.0.0.1, so the per-client limit (default 6 a minute) would count the whole fleet "
+        "as one client; it is lifted. The global limit (default 60 a minute, burst 10) is "
+        f"{'as given' if 'per_minute' in rl or 'burst' in rl else 'the default'}.",
+        "",
+        "| N | headscale | all Running: provisioner, s | all Running: pre-made, s | median join: provisioner / "
+        "pre-made, s | ratio | mint calls per machine | tokens burnt without a key | stranded: provisioner / "
+        "pre-made | provisioner CPU, s | provisioner RSS max / HWM, MiB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for n in sorted(per, key=int):
+        for outage in (False, True):
+            prov, pre = _pair(per[n], outage)
+            if prov is None or pre is None:
+                continue
+            ratio = (prov["median_join_s"] / pre["median_join_s"]) if prov["median_join_s"] and pre["median_join_s"] \
+                else None
+            hs = f"down {prov['outage_s']:.0f} s" if outage else "up"
+            lines.append(
+                f"| {n} | {hs} | {_opt(prov['all_running_s'])} | {_opt(pre['all_running_s'])} | "
+                f"{_opt(prov['median_join_s'], 2)} / {_opt(pre['median_join_s'], 2)} | {_opt(ratio, 2)} | "
+                f"{prov['mint_calls_per_machine']:.2f} | {prov['tokens_burnt_without_key']} | "
+                f"{prov['stranded']} / {pre['stranded']} | {_opt(prov.get('prov_cpu_s'), 2)} | "
+                f"{_opt(prov.get('prov_rss_max_kib'), 1, 1 / MIB)} / {_opt(prov.get('prov_hwm_kib'), 1, 1 / MIB)} |")
+            for r in (prov, pre):
+                if r["stranded"]:
+                    why = sorted({d.get("summary") or d.get("state") or "?" for d in r["stranded_detail"]})
+                    notes.append(f"N={n}, {r['mode']}, headscale {hs}: {r['stranded']} stranded; "
+                                 f"{'; '.join(w[:160] for w in why[:3])}")
+            if prov.get("keyed_but_stranded"):
+                notes.append(f"N={n}, headscale {hs}: {prov['keyed_but_stranded']} machines got a key for their "
+                             "token and still did not reach Running (the token is spent).")
+            if prov.get("refused_scripts"):
+                notes.append(f"N={n}, headscale {hs}: {prov['refused_scripts']} boot scripts were refusals "
+                             f"(retried); key requests refused: {prov.get('key_refusals')}")
+    lines += [
+        "",
+        "Ratio = median join with the provisioner / median join with pre-made keys (same N, same run); "
+        "the provisioner's share of the median join is the difference. Provisioner CPU is utime+stime from "
+        "/proc/PID/stat over the whole storm; RSS is VmRSS sampled every 0.5 s (max) and VmHWM at the end. "
+        "With headscale down: it is stopped (SIGTERM) once half the machines have asked (provisioner: half "
+        "the MACs are in the audit log; pre-made: half the registrations (`POST /ts2021`) have passed the "
+        "proxy), for the given time, and started again on the same ports and database.",
+        "",
+    ]
+    for x in notes:
+        lines.append(f"- {x}")
+    if notes:
+        lines.append("")
+    pm = st.get("per_machine_rss_mib")
+    ran = sorted(int(n) for n in per)
+    stop = st.get("stopped")
+    lines += [f"Memory: one machine (tailscaled + tailjoin) is {pm:.0f} MiB RSS at most (median per run, "
+              f"largest N); the machine has {st.get('mem_total_gib', 0):.0f} GiB. Ran N = "
+              f"{', '.join(map(str, ran))}. " + (stop + "." if stop else "Every N asked for fit."), ""] if pm else []
+    lines += [f"![storm: time until all Running vs N]({plots_rel}/storm.png)", ""]
+    return lines
+
+
+def storm_bound() -> float:
+    try:
+        import storm
+        return storm.BOUND_S
+    except ImportError:
+        return 900.0
+
+
+def _netboot(res: dict) -> list[str]:
+    nb = res["netboot"]
+    b = nb["boots"]
+    lines = [
+        "## 7. Netboot: power-on → Running, diskless, under qemu",
+        "",
+        "One diskless image (`tests/boot/build-image.sh --netboot`: vmlinuz + an initrd carrying the whole "
+        "tree as a squashfs under a tmpfs overlay) in two variants, each served by its own `tailjoin provision` "
+        "netboot listener, so both take the same path: qemu `-boot n` with Debian's iPXE ROM, DHCP, "
+        "`/v1/boot.ipxe`, kernel and initrd over HTTP, the same kernel command line. **tailjoin**: the image's "
+        "tailjoin (`kernel_cmdline` key source) fetches a freshly minted key from the provisioner with the "
+        "boot token. **seed**: `--seed-autoconnect`, the seed's oneshot (`sleep 2`, `tailscale status | jq`, "
+        "`tailscale up --authkey`) with a reusable ephemeral pre-auth key baked into the image; the one "
+        "difference. Every boot is a fresh qemu process (power-on) with its own MAC; the variants alternate.",
+        "",
+        "Power-on → READY = host time from qemu's start to the guest kernel's banner on the serial console "
+        "(`Linux version`, printed at once with `earlycon`) + the guest's CLOCK_MONOTONIC at READY "
+        "(tailjoin.service `ActiveEnterTimestampMonotonic`, Type=notify, READY=1 once Running; the oneshot's "
+        "`ExecMainExitTimestampMonotonic`). Cross-check: tailscaled's own `→ Running` journal line.",
+        "",
+        f"- accel: {nb['accel']}; {nb['runs']} boots per variant; kernel command line `{nb['cmdline']}`",
+        "- downloaded per boot: " + "; ".join(
+            f"{v}: vmlinuz {nb['sizes'][v]['vmlinuz'] / 1e6:.1f} MB, initrd {nb['sizes'][v]['netboot-initrd.img'] / 1e6:.1f} MB"
+            for v in ("tailjoin", "seed")),
+        "",
+        "| variant | power-on → READY, s | power-on → kernel banner (host), s | kernel → READY (guest), s | "
+        "kernel → tailscaled Running (guest), s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for v in ("tailjoin", "seed"):
+        rs = b[v]
+        run_line = [r["guest_running_line_s"] for r in rs if r.get("guest_running_line_s") is not None]
+        lines.append(
+            f"| {v} | {_range([r['power_on_to_ready_s'] for r in rs], 1)} | "
+            f"{_range([r['host_to_banner_s'] for r in rs], 1)} | {_range([r['guest_ready_s'] for r in rs], 2)} | "
+            f"{_range(run_line, 2) if run_line else '—'} |")
+    t = med([r["power_on_to_ready_s"] for r in b["tailjoin"]])
+    s_ = med([r["power_on_to_ready_s"] for r in b["seed"]])
+    g_t = med([r["guest_ready_s"] for r in b["tailjoin"]])
+    g_s = med([r["guest_ready_s"] for r in b["seed"]])
+    lines += [
+        "",
+        f"Ratio tailjoin / seed, power-on → READY (medians): **{t / s_:.3f}** ({t - s_:+.1f} s); "
+        f"kernel → READY alone: {g_t / g_s:.3f} ({g_t - g_s:+.2f} s). "
+        "Median (min–max).",
+        "",
+    ]
+    return lines
