@@ -51,6 +51,14 @@ PRESHARED = "provisioner-preshared"
 TAGS = ["tag:netboot"]
 # A bound far past any storm seen here; a machine not Running by then is stranded.
 BOUND_S = 900.0
+# tailjoin.service's restart policy (modules/tailjoin-unit.json), emulated here without systemd:
+# Restart=on-failure after RestartSec, but not for these exit codes (config, key rejected, key
+# unavailable), and at most StartLimitBurst starts in StartLimitIntervalSec.
+UNIT = json.loads((ROOT / "modules" / "tailjoin-unit.json").read_text())
+RESTART_SEC = float(UNIT["service"]["RestartSec"].rstrip("s"))
+RESTART_PREVENT = {int(x) for x in UNIT["service"]["RestartPreventExitStatus"].split()}
+START_LIMIT_BURST = int(UNIT["unit"]["StartLimitBurst"])
+START_LIMIT_INTERVAL = float(UNIT["unit"]["StartLimitIntervalSec"])
 # The cmdline the provisioner puts in front of the token (the storm never boots a kernel).
 BASE_CMDLINE = "console=ttyS0 quiet"
 KERNEL_LINE = re.compile(r"^\s*kernel\s+(\S+)\s*(.*)$", re.M)
@@ -269,6 +277,11 @@ class Machine:
         self.token_at: float | None = None
         self.spawned_at: float | None = None
         self.error: str | None = None
+        self.argv: list[str] = []
+        self.starts: list[float] = []
+        self.restart_at: float | None = None
+        self.final = False  # tailjoin ended and systemd would not start it again
+        self.exit_codes: list[int] = []
 
     def tailjoin_argv(self, premade: bool) -> list[str]:
         n = self.node
@@ -287,8 +300,27 @@ class Machine:
 
     def power_on(self, premade: bool, t0: float):
         self.node.spawn_tailscaled()
-        self.node.helper = self.node._popen(self.tailjoin_argv(premade))
+        self.argv = self.tailjoin_argv(premade)
+        self.node.helper = self.node._popen(self.argv)
+        self.starts.append(time.monotonic())
         self.spawned_at = time.monotonic() - t0
+
+    def supervise(self, now: float):
+        """systemd's part: restart an exited tailjoin as tailjoin.service's policy says."""
+        h = self.node.helper
+        if h is None or self.final or self.spawned_at is None:
+            return
+        if self.restart_at is None and h.poll() is not None:
+            self.exit_codes.append(h.returncode)
+            recent = [s for s in self.starts if now - s < START_LIMIT_INTERVAL]
+            if h.returncode == 0 or h.returncode in RESTART_PREVENT or len(recent) >= START_LIMIT_BURST:
+                self.final = True
+            else:
+                self.restart_at = now + RESTART_SEC
+        elif self.restart_at is not None and now >= self.restart_at:
+            self.node.helper = self.node._popen(self.argv)
+            self.starts.append(now)
+            self.restart_at = None
 
     def firmware(self, boot_url: str, t0: float, stop: threading.Event):
         """iPXE's part: fetch the boot script for this MAC until one carries a token."""
@@ -315,8 +347,7 @@ class Machine:
             stop.wait(max(1, s["sleep"] or 5))
 
     def gave_up(self) -> bool:
-        h = self.node.helper
-        return self.error is not None or (h is not None and h.poll() is not None) or self.state() == "failed"
+        return self.error is not None or self.final
 
     def status(self) -> dict:
         try:
@@ -391,6 +422,7 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
         while time.monotonic() < deadline:
             now = time.monotonic()
             for m in machines:
+                m.supervise(now)
                 if m.i not in first_running and m.spawned_at is not None and m.state() == "running":
                     first_running[m.i] = now - t0
             if prov is not None and now - last_sample >= 0.5:
@@ -446,11 +478,12 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
             "p90_join_s": joins[int(0.9 * (len(joins) - 1))] if joins else None,
             "running": len(joins), "stranded": len(stranded),
             "stranded_detail": [{"mac": m.mac, "state": m.state(), "summary": m.summary(), "scripts": m.scripts,
-                                 "refusals": m.refusals[-3:], "error": m.error} for m in stranded[:10]],
+                                 "exit_codes": m.exit_codes, "refusals": m.refusals[-3:], "error": m.error} for m in stranded[:10]],
             "elapsed_s": t_end,
             "outage_at_s": outage_at, "outage_back_s": outage_back, "asked_at_outage": asked if outage else None,
             "machine_rss_kib_median": statistics.median(mem) if mem else None,
             "machine_rss_kib_sum": sum(mem),
+            "tailjoin_restarts": sum(len(m.starts) - 1 for m in machines if m.starts),
         }
         if not premade:
             scripts = sum(m.scripts for m in machines)
