@@ -1,5 +1,6 @@
 //! The provisioner's configuration: raw JSON (deny unknown fields) → validated [`Settings`].
 
+use super::netboot_config::{NetbootSettings, RawNetboot};
 use crate::config::{LogLevel, RawTokenSource, TokenSource, invalid, validate_credential_or_file};
 use crate::error::ConfigError;
 use crate::mint::{MintApi, RawHeadscaleMint, RawTailscaleOAuth};
@@ -30,6 +31,8 @@ pub struct RawProvisionConfig {
     pub state_dir: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub log_level: Option<String>,
+    /// Issue boots, not just keys: iPXE scripts with a fresh one-time boot token.
+    pub netboot: Option<RawNetboot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -81,6 +84,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub audit_log: PathBuf,
     pub log_level: LogLevel,
+    pub netboot: Option<NetbootSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +355,21 @@ impl RawProvisionConfig {
             ));
         }
         let log_level = crate::config::parse_log_level(self.log_level.as_deref())?;
+        let netboot = self
+            .netboot
+            .map(|n| n.validate(self.allow_plain_http.unwrap_or(false)))
+            .transpose()?;
+        if netboot
+            .as_ref()
+            .is_some_and(|n| !n.require_approval && macs.is_none() && networks.is_none())
+        {
+            return Err(invalid(
+                "netboot.require_approval",
+                "it is false and neither allow.macs nor allow.networks is set, so any machine that asks would get a boot token"
+                    .into(),
+                "keep require_approval true (approve machines with `tailjoin provision approve MAC`), or set allow.macs or allow.networks",
+            ));
+        }
         Ok(Settings {
             listen,
             tls,
@@ -368,6 +387,7 @@ impl RawProvisionConfig {
             state_dir,
             audit_log,
             log_level,
+            netboot,
         })
     }
 }

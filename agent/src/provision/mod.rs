@@ -7,8 +7,16 @@
 //! secret handling), and costs the binary only a small HTTP server.
 
 pub mod audit;
+pub mod boot_issue;
+pub mod boot_policy;
+pub mod boot_store;
 pub mod config;
+pub mod enrol;
+pub mod ipxe;
+mod netboot;
+pub mod netboot_config;
 pub mod policy;
+pub mod range;
 pub mod rate;
 mod server;
 pub mod tokens;
@@ -67,6 +75,42 @@ pub fn main(config_path: &Path, check_only: bool) -> u8 {
             tracing::error!("{e}");
             exit::CONFIG
         }
+    }
+}
+
+/// The netboot listener's accept loop (plain HTTP); it ends with the runtime.
+async fn serve_netboot(prov: Arc<Provisioner>, listener: tokio::net::TcpListener) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("netboot listener: {e}");
+            return;
+        }
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("netboot accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let prov = prov.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                prov.clone().handle_netboot(local, peer, req)
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            // No overall time bound: a kernel or initrd of hundreds of MB may take long on a slow
+            // link; an idle connection ends at the header timeout.
+            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!("netboot connection from {peer}: {e}");
+            }
+        });
     }
 }
 
@@ -163,13 +207,48 @@ async fn serve(settings: Settings) -> Result<(), String> {
         settings.tags.join(","),
         settings.audit_log.display(),
     );
+    let (issued, pending, netboot_listener) = match &settings.netboot {
+        None => (None, None, None),
+        Some(nb) => {
+            for f in std::iter::once(&nb.kernel).chain(&nb.initrds) {
+                std::fs::File::open(f).map_err(|e| {
+                    format!("netboot: cannot read the boot file {}: {e}", f.display())
+                })?;
+            }
+            let store = boot_store::BootStore::open(&settings.state_dir)?;
+            let pending = enrol::Pending::open(&settings.state_dir)?;
+            enrol::approved(&settings.state_dir)?;
+            let l = tokio::net::TcpListener::bind(nb.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {} (netboot.listen): {e}", nb.listen))?;
+            tracing::info!(
+                "netboot listener on {} (plain http): boot scripts, pixiecore API, {} boot file(s); tokens valid {}s, {} outstanding; {}",
+                l.local_addr().map_err(|e| e.to_string())?,
+                1 + nb.initrds.len(),
+                nb.token_ttl.as_secs(),
+                store.outstanding(),
+                if nb.require_approval {
+                    "unknown MACs wait for approval"
+                } else {
+                    "no approval needed"
+                },
+            );
+            (Some(store), Some(pending), Some(l))
+        }
+    };
     let prov = Arc::new(Provisioner {
         limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
+        boot_limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
         audit: audit::AuditLog::new(settings.audit_log.clone()),
         tokens: tokens.map(Mutex::new),
+        issued: issued.map(Mutex::new),
+        pending: pending.map(Mutex::new),
         credentials_dir: creds,
         settings,
     });
+    if let Some(l) = netboot_listener {
+        tokio::spawn(serve_netboot(prov.clone(), l));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     loop {

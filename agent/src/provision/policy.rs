@@ -48,12 +48,30 @@ fn printable(s: &str, max: usize) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    Network { client: IpAddr },
+    Network {
+        client: IpAddr,
+    },
     Mac,
     TokenMissing,
     TokenUnknown,
-    TokenUsed { label: String },
-    TokenInFlight { label: String },
+    TokenUsed {
+        label: String,
+    },
+    TokenInFlight {
+        label: String,
+    },
+    /// A netboot-issued token whose time ran out.
+    TokenExpired {
+        label: String,
+    },
+    /// A netboot-issued token replaced by a newer one for the same MAC (or its MAC was revoked).
+    TokenRevoked {
+        label: String,
+    },
+    /// A netboot-issued token presented by a machine that does not report the MAC it was issued for.
+    TokenOtherMac {
+        label: String,
+    },
 }
 
 impl Refusal {
@@ -74,6 +92,9 @@ impl Refusal {
             Refusal::TokenUnknown => "boot_token_unknown",
             Refusal::TokenUsed { .. } => "boot_token_used",
             Refusal::TokenInFlight { .. } => "boot_token_in_use",
+            Refusal::TokenExpired { .. } => "boot_token_expired",
+            Refusal::TokenRevoked { .. } => "boot_token_revoked",
+            Refusal::TokenOtherMac { .. } => "boot_token_other_mac",
         }
     }
 
@@ -94,7 +115,26 @@ impl Refusal {
             Refusal::TokenInFlight { label } => {
                 format!("refused: the boot token ({label}) is being used by another request right now")
             }
+            Refusal::TokenExpired { label } => {
+                format!("refused: the boot token ({label}) has expired; reboot the machine to get a fresh one")
+            }
+            Refusal::TokenRevoked { label } => {
+                format!("refused: the boot token ({label}) was revoked (a newer boot of the machine was issued one, or its MAC was revoked)")
+            }
+            Refusal::TokenOtherMac { label } => {
+                format!("refused: the boot token ({label}) is bound to a MAC address this machine does not report")
+            }
         }
+    }
+}
+
+/// For a netboot-issued token: the network list still applies; the MAC check was made when the
+/// token was issued, and the token's own MAC binding is checked by [`super::boot_issue`].
+pub fn check_network(rules: &AllowRules, client: IpAddr) -> Result<Vec<&'static str>, Refusal> {
+    match &rules.networks {
+        Some(nets) if !nets.iter().any(|n| n.contains(client)) => Err(Refusal::Network { client }),
+        Some(_) => Ok(vec!["network", "netboot_token"]),
+        None => Ok(vec!["netboot_token"]),
     }
 }
 

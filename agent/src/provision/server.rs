@@ -3,10 +3,15 @@
 //! boot tokens, answered with a freshly minted key, and written to the audit log.
 
 use super::audit::{AuditLine, AuditLog};
+use super::boot_issue::IssuedReservation;
+use super::boot_policy::mac_still_allowed;
+use super::boot_store::BootStore;
 use super::config::Settings;
+use super::enrol::Pending;
+use super::policy::check_network;
 use super::policy::{KeyRequest, Refusal, check_lists};
 use super::rate::RateLimiter;
-use super::tokens::BootTokens;
+use super::tokens::{BootTokens, Reservation};
 use crate::mint::{MintRequest, mint};
 use crate::report::time::rfc3339;
 use bytes::Bytes;
@@ -29,6 +34,28 @@ pub struct Provisioner {
     pub tokens: Option<Mutex<BootTokens>>,
     pub limiter: Mutex<RateLimiter>,
     pub audit: AuditLog,
+    /// Netboot: the tokens this provisioner issues itself, its own rate limiter for boot
+    /// requests, and the pending list.
+    pub issued: Option<Mutex<BootStore>>,
+    pub boot_limiter: Mutex<RateLimiter>,
+    pub pending: Option<Mutex<Pending>>,
+}
+
+/// The token a request holds while its key is minted.
+enum Held {
+    None,
+    PreShared(Reservation),
+    Issued(IssuedReservation),
+}
+
+impl Held {
+    fn label(&self) -> Option<String> {
+        match self {
+            Held::None => None,
+            Held::PreShared(r) => Some(r.label.clone()),
+            Held::Issued(r) => Some(r.label.clone()),
+        }
+    }
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -53,7 +80,7 @@ fn text(status: u16, body: impl Into<String>) -> Reply {
 }
 
 /// The client's address, with IPv4-mapped IPv6 shown as IPv4.
-fn client_ip(peer: SocketAddr) -> IpAddr {
+pub(super) fn client_ip(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer.ip()),
         v4 => v4,
@@ -136,26 +163,41 @@ impl Provisioner {
             KeyRequest::default()
         };
 
-        let mut matched = match check_lists(&self.settings.allow, client, &ident, token.is_some()) {
-            Ok(m) => m,
-            Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+        let issued_token = match (&self.issued, &token) {
+            (Some(store), Some(tok)) => store.lock().map(|s| s.knows(tok)).unwrap_or(false),
+            _ => false,
         };
-
-        let reservation = match (&self.tokens, &token) {
-            (Some(tokens), Some(tok)) => {
-                let reserved = match tokens.lock() {
-                    Ok(mut t) => t.reserve(tok),
-                    Err(_) => return text(500, "internal error (token store)"),
-                };
-                match reserved {
-                    Ok(r) => Some(r),
-                    Err(refusal) => return self.refuse(client, &ident, None, &refusal),
-                }
+        let (mut matched, held) = if issued_token {
+            match self.hold_issued(client, &ident, token.as_ref()) {
+                Ok(ok) => ok,
+                Err(reply) => return *reply,
             }
-            _ => None,
+        } else if token.is_some() && self.issued.is_some() && self.tokens.is_none() {
+            // Netboot is on and no pre-shared tokens are configured: a token we do not know is
+            // an expired-and-forgotten or made-up one.
+            return self.refuse(client, &ident, None, &Refusal::TokenUnknown);
+        } else {
+            let matched = match check_lists(&self.settings.allow, client, &ident, token.is_some()) {
+                Ok(m) => m,
+                Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+            };
+            let held = match (&self.tokens, &token) {
+                (Some(tokens), Some(tok)) => {
+                    let reserved = match tokens.lock() {
+                        Ok(mut t) => t.reserve(tok),
+                        Err(_) => return text(500, "internal error (token store)"),
+                    };
+                    match reserved {
+                        Ok(r) => Held::PreShared(r),
+                        Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+                    }
+                }
+                _ => Held::None,
+            };
+            (matched, held)
         };
         drop(token);
-        let label = reservation.as_ref().map(|r| r.label.clone());
+        let label = held.label();
 
         let request = MintRequest {
             tags: self.settings.tags.clone(),
@@ -172,11 +214,7 @@ impl Provisioner {
         {
             Ok(m) => m,
             Err(f) => {
-                if let (Some(tokens), Some(r)) = (&self.tokens, reservation) {
-                    if let Ok(mut t) = tokens.lock() {
-                        t.release(r);
-                    }
-                }
+                self.release(held);
                 tracing::error!(
                     tailjoin_client = %client,
                     "cannot mint a key for {} ({client}): {}; {}",
@@ -196,15 +234,9 @@ impl Provisioner {
             }
         };
 
-        if let (Some(tokens), Some(r)) = (&self.tokens, reservation) {
-            let committed = tokens
-                .lock()
-                .map_err(|_| "token store poisoned".to_owned())
-                .and_then(|mut t| t.commit(r));
-            if let Err(e) = committed {
-                tracing::error!("not handing out key {}: {e}", minted.id);
-                return text(500, "internal error: cannot record the boot token as used");
-            }
+        if let Err(e) = self.commit(held) {
+            tracing::error!("not handing out key {}: {e}", minted.id);
+            return text(500, "internal error: cannot record the boot token as used");
         }
 
         matched.sort_unstable();
@@ -241,6 +273,89 @@ impl Provisioner {
             .to_string(),
         );
         reply(200, "application/json", body.expose_secret().to_owned())
+    }
+
+    /// Checks and reserves a netboot-issued token: the network list, the token's state, its MAC
+    /// binding, and that its MAC is still approved.
+    fn hold_issued(
+        &self,
+        client: IpAddr,
+        ident: &KeyRequest,
+        token: Option<&SecretString>,
+    ) -> Result<(Vec<&'static str>, Held), Box<Reply>> {
+        let (Some(store), Some(tok)) = (&self.issued, token) else {
+            return Err(Box::new(text(500, "internal error (token store)")));
+        };
+        let matched = check_network(&self.settings.allow, client)
+            .map_err(|r| Box::new(self.refuse(client, ident, None, &r)))?;
+        let reserved = match store.lock() {
+            Ok(mut s) => s.reserve(tok, &ident.macs()),
+            Err(_) => return Err(Box::new(text(500, "internal error (token store)"))),
+        };
+        let r = reserved.map_err(|r| Box::new(self.refuse(client, ident, None, &r)))?;
+        let require = self
+            .settings
+            .netboot
+            .as_ref()
+            .is_none_or(|n| n.require_approval);
+        let approved = super::enrol::approved(&self.settings.state_dir).unwrap_or_default();
+        if !mac_still_allowed(&self.settings.allow, require, &approved, &r.mac) {
+            let refusal = Refusal::TokenRevoked {
+                label: r.label.clone(),
+            };
+            if let Ok(mut s) = store.lock() {
+                s.release(&r);
+                if let Err(e) = s.revoke_mac(&r.mac) {
+                    tracing::error!("{e}");
+                }
+            }
+            return Err(Box::new(self.refuse(
+                client,
+                ident,
+                Some(r.label.clone()),
+                &refusal,
+            )));
+        }
+        Ok((matched, Held::Issued(r)))
+    }
+
+    fn release(&self, held: Held) {
+        match held {
+            Held::None => {}
+            Held::PreShared(r) => {
+                if let Some(Ok(mut t)) = self.tokens.as_ref().map(Mutex::lock) {
+                    t.release(r);
+                }
+            }
+            Held::Issued(r) => {
+                if let Some(Ok(mut s)) = self.issued.as_ref().map(Mutex::lock) {
+                    s.release(&r);
+                }
+            }
+        }
+    }
+
+    /// Spends the held token durably before the key is handed out.
+    fn commit(&self, held: Held) -> Result<(), String> {
+        match held {
+            Held::None => Ok(()),
+            Held::PreShared(r) => match &self.tokens {
+                Some(tokens) => tokens
+                    .lock()
+                    .map_err(|_| "token store poisoned".to_owned())
+                    .and_then(|mut t| t.commit(r)),
+                None => Ok(()),
+            },
+            Held::Issued(r) => match &self.issued {
+                Some(store) => {
+                    let mut s = store
+                        .lock()
+                        .map_err(|_| "token store poisoned".to_owned())?;
+                    s.commit(&r).inspect_err(|_| s.release(&r))
+                }
+                None => Ok(()),
+            },
+        }
     }
 
     fn line<'a>(&self, event: &'a str, client: IpAddr, ident: &KeyRequest) -> AuditLine<'a> {
