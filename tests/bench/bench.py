@@ -143,8 +143,12 @@ def main() -> int:
             if "storm" in sections:
                 log(f"6. storm: N in {storm_sizes}, provisioner vs pre-made keys, then headscale down for "
                     f"{storm_outage:.0f} s")
-                results["storm"] = {**stamp, "rate_limit": a.storm_rate_limit,
-                                    **storm.run(work / "storm", storm_sizes, storm_outage, a.storm_rate_limit, log=log)}
+                def save_storm(partial: dict):
+                    results["storm"] = {**stamp, "rate_limit": a.storm_rate_limit, **partial}
+                    results_path.write_text(json.dumps(results, indent=1) + "\n")
+
+                save_storm(storm.run(work / "storm", storm_sizes, storm_outage, a.storm_rate_limit, log=log,
+                                     save=save_storm))
                 results_path.write_text(json.dumps(results, indent=1) + "\n")  # kept if a later section fails
             if "netboot" in sections:
                 import netboot_bench

@@ -546,8 +546,13 @@ def _storm(res: dict, plots_rel: str) -> list[str]:
             ratio = (prov["median_join_s"] / pre["median_join_s"]) if prov["median_join_s"] and pre["median_join_s"] \
                 else None
             hs = f"down {prov['outage_s']:.0f} s" if outage else "up"
+
+            def all_run(r):
+                return _opt(r["all_running_s"]) if r["all_running_s"] is not None else \
+                    f"— ({r['stranded']} stranded)"
+
             lines.append(
-                f"| {n} | {hs} | {_opt(prov['all_running_s'])} | {_opt(pre['all_running_s'])} | "
+                f"| {n} | {hs} | {all_run(prov)} | {all_run(pre)} | "
                 f"{_opt(prov['median_join_s'], 2)} / {_opt(pre['median_join_s'], 2)} | {_opt(ratio, 2)} | "
                 f"{prov['mint_calls_per_machine']:.2f} | {prov['tokens_burnt_without_key']} | "
                 f"{prov['stranded']} / {pre['stranded']} | {_opt(prov.get('prov_cpu_s'), 2)} | "

@@ -533,7 +533,7 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
             shutil.rmtree(m.dir / "state", ignore_errors=True)
 
 
-def run(work: Path, sizes: list[int], outage: float, rate_limit: dict | None, log=print) -> dict:
+def run(work: Path, sizes: list[int], outage: float, rate_limit: dict | None, log=print, save=None) -> dict:
     """Every N, smallest first: provisioner and pre-made alternated (order rotating with N), then
     the same two with a headscale outage. Stops before an N whose projected memory (per-machine
     RSS measured so far × N, twice over for headroom) would not fit in what is available."""
@@ -561,6 +561,12 @@ def run(work: Path, sizes: list[int], outage: float, rate_limit: dict | None, lo
         meas = [r["machine_rss_kib_median"] for r in rows if r.get("machine_rss_kib_median")]
         if meas:
             per_machine_kib = max(meas)
+        if save is not None:  # what is measured so far survives an interrupted run
+            save(_summary(per, stopped or f"interrupted after N={n}", per_machine_kib))
+    return _summary(per, stopped, per_machine_kib)
+
+
+def _summary(per: dict, stopped: str | None, per_machine_kib: float | None) -> dict:
     return {"per": per, "stopped": stopped,
             "per_machine_rss_mib": per_machine_kib / 1024 if per_machine_kib else None,
             "mem_total_gib": _mem_total_gib()}
