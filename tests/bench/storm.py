@@ -59,11 +59,14 @@ RESTART_SEC = float(UNIT["service"]["RestartSec"].rstrip("s"))
 RESTART_PREVENT = {int(x) for x in UNIT["service"]["RestartPreventExitStatus"].split()}
 START_LIMIT_BURST = int(UNIT["unit"]["StartLimitBurst"])
 START_LIMIT_INTERVAL = float(UNIT["unit"]["StartLimitIntervalSec"])
+# netboot.retry_secs: the first delay of a refused machine (doubling, up to 300 s), the default.
+RETRY_SECS = 30
 # The cmdline the provisioner puts in front of the token (the storm never boots a kernel).
 BASE_CMDLINE = "console=ttyS0 quiet"
 KERNEL_LINE = re.compile(r"^\s*kernel\s+(\S+)\s*(.*)$", re.M)
 SLEEP_LINE = re.compile(r"^\s*sleep\s+(\d+)", re.M)
 ECHO_LINE = re.compile(r"^\s*echo\s+(.*)$", re.M)
+CHAIN_LINE = re.compile(r"^\s*chain\s+(\S+)", re.M)
 
 
 def mac_of(i: int) -> str:
@@ -74,7 +77,7 @@ def parse_boot_script(text: str) -> dict:
     """What a machine learns from one boot script: the kernel line's arguments and the tailjoin
     parameters among them, or (a refusal) what it echoes and how long it sleeps before chaining
     again."""
-    out: dict = {"args": None, "key_url": None, "token": None, "echo": [], "sleep": None}
+    out: dict = {"args": None, "key_url": None, "token": None, "echo": [], "sleep": None, "chain": None}
     if not text.lstrip().startswith("#!ipxe"):
         out["echo"] = [f"not an iPXE script: {text[:80]!r}"]
         return out
@@ -91,6 +94,9 @@ def parse_boot_script(text: str) -> dict:
     s = SLEEP_LINE.search(text)
     if s:
         out["sleep"] = int(s.group(1))
+    c = CHAIN_LINE.search(text)
+    if c:
+        out["chain"] = c.group(1)
     return out
 
 
@@ -195,7 +201,7 @@ class StormProvisioner:
                 "token_ttl_secs": 600,
                 "require_approval": True,
                 "one_boot_per_mac": True,
-                "retry_secs": 5,
+                "retry_secs": RETRY_SECS,
             },
         }
         if rate_limit:
@@ -323,7 +329,9 @@ class Machine:
             self.restart_at = None
 
     def firmware(self, boot_url: str, t0: float, stop: threading.Event):
-        """iPXE's part: fetch the boot script for this MAC until one carries a token."""
+        """iPXE's part: fetch the boot script for this MAC until one carries a token; a refusal
+        is followed as iPXE would: sleep as it says, then chain to the URL it names (which
+        carries the attempt count, so the provisioner's backoff grows)."""
         url = f"{boot_url}?mac={self.mac}"
         while not stop.is_set():
             try:
@@ -344,6 +352,8 @@ class Machine:
                     self.error = f"cannot start: {e}"
                 return
             self.refusals.append(" / ".join(s["echo"]) or text[:120])
+            if s["chain"]:
+                url = s["chain"].replace("${net0/mac}", self.mac)
             stop.wait(max(1, s["sleep"] or 5))
 
     def gave_up(self) -> bool:
