@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--storm-outage", type=float, default=30.0, help="seconds headscale stays down in the storm")
     ap.add_argument("--storm-rate-limit", type=json.loads, default=STORM_RATE_LIMIT,
                     help="the provisioner's rate_limit in the storm, as JSON (default: %(default)s)")
+    ap.add_argument("--storm-key", default="storm",
+                    help="where the storm's results go in results.json: storm (the table), or storm_default_limit "
+                         "(a second table, for a storm with the provisioner's default rate limit)")
     ap.add_argument("--netboot-runs", type=int, default=3, help="qemu boots per variant in the netboot section")
     ap.add_argument("--headscale-default-tuning", action="store_true",
                     help="join, recovery and idle against headscale's default 500 ms NodeStore batching "
@@ -142,10 +145,11 @@ def main() -> int:
                 results["fleet"] = {**stamp, "runs": fleet_runs, "outage_s": outage,
                                     "per": fleet.run(work / "fleet", fleet_sizes, fleet_runs, outage, log=log)}
             if "storm" in sections:
-                log(f"6. storm: N in {storm_sizes}, provisioner vs pre-made keys, then headscale down for "
-                    f"{storm_outage:.0f} s")
+                log(f"6. storm: N in {storm_sizes}, provisioner vs pre-made keys"
+                    + (f", then headscale down for {storm_outage:.0f} s" if storm_outage else ""))
+
                 def save_storm(partial: dict):
-                    results["storm"] = {**stamp, "rate_limit": a.storm_rate_limit, **partial}
+                    results[a.storm_key] = {**stamp, "rate_limit": a.storm_rate_limit, **partial}
                     results_path.write_text(json.dumps(results, indent=1) + "\n")
 
                 save_storm(storm.run(work / "storm", storm_sizes, storm_outage, a.storm_rate_limit, log=log,

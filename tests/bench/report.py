@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -483,7 +484,9 @@ def render(res: dict, plots_rel: str = "bench") -> str:
         lines += body[:2] + _provenance(res, "join") + body[2:]
         lines += _recovery(res)
     for key, fn in (("idle", _idle), ("size", _size), ("fleet", lambda r: _fleet(r, plots_rel)),
-                    ("storm", lambda r: _storm(r, plots_rel)), ("netboot", _netboot)):
+                    ("storm", lambda r: _storm(r, plots_rel)),
+                    ("storm_default_limit", lambda r: _storm(r, plots_rel, "storm_default_limit")),
+                    ("netboot", _netboot)):
         if key in res:
             body = fn(res)
             lines += body[:2] + _provenance(res, key) + body[2:]
@@ -503,10 +506,20 @@ def _opt(v, nd=1, scale=1.0):
     return "—" if v is None else f"{v * scale:.{nd}f}"
 
 
-def _storm(res: dict, plots_rel: str) -> list[str]:
-    st = res["storm"]
+def _storm(res: dict, plots_rel: str, key: str = "storm") -> list[str]:
+    st = res[key]
     per = st["per"]
     rl = st.get("rate_limit") or {}
+    if key != "storm":
+        return _storm_table(st, [
+            "## 6b. Boot storm with the provisioner's default rate limit",
+            "",
+            f"The same storm, provisioner settings as above but `rate_limit` {json.dumps(rl)}: the global "
+            "default (60 a minute, burst 10) applies to boot scripts and key requests; only the per-client "
+            "limit is lifted, because every simulated machine comes from 127.0.0.1. Refused machines follow "
+            "the refusal script (sleep `retry_secs`, doubling, then chain with the attempt count).",
+            "",
+        ], plots_rel, plot=False)
     lines = [
         "## 6. Boot storm",
         "",
@@ -527,11 +540,22 @@ def _storm(res: dict, plots_rel: str) -> list[str]:
         "through the counting proxy); tokens and refusals come from the provisioner's audit log. A machine is "
         f"stranded when it is not Running within {storm_bound():.0f} s (or its tailjoin gave up before).",
         "",
-        f"Rate limit: `{rl}` on top of the provisioner's defaults. Every simulated machine reaches the "
-        "provisioner from 127.0.0.1, so the per-client limit (default 6 a minute) would count the whole fleet "
-        "as one client; it is lifted. The global limit (default 60 a minute, burst 10) is "
-        f"{'as given' if 'per_minute' in rl or 'burst' in rl else 'the default'}.",
+        f"Provisioner settings: `rate_limit` {json.dumps(rl)}; netboot `retry_secs` {storm_const('RETRY_SECS', 30)} "
+        "(the default), `token_ttl_secs` 600, `require_approval` and `one_boot_per_mac` on; keys ephemeral, "
+        "tagged, single-use, `key_expiry_secs` 600; the agent's key request times out after 10 s (the "
+        "default `timeout_secs`). The rate limit is raised so that it does not bind: every "
+        "simulated machine reaches the provisioner from 127.0.0.1, so the per-client limit (default 6 a "
+        "minute) would count the whole fleet as one client, and the global default (60 a minute, burst 10) "
+        "would meter the boot tokens out at one a second after the first 10 (refused machines retry as the "
+        "refusal script says: after `retry_secs`, doubling, with no jitter, so they come back in waves).",
         "",
+    ]
+    return _storm_table(st, lines, plots_rel, plot=True)
+
+
+def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list[str]:
+    per = st["per"]
+    lines += [
         "| N | headscale | all Running: provisioner, s | all Running: pre-made, s | median join: provisioner / "
         "pre-made, s | ratio | mint calls per machine | tokens burnt without a key | stranded: provisioner / "
         "pre-made | provisioner CPU, s | provisioner RSS max / HWM, MiB |",
@@ -562,6 +586,17 @@ def _storm(res: dict, plots_rel: str) -> list[str]:
                     why = sorted({d.get("summary") or d.get("state") or "?" for d in r["stranded_detail"]})
                     notes.append(f"N={n}, {r['mode']}, headscale {hs}: {r['stranded']} stranded; "
                                  f"{'; '.join(w[:160] for w in why[:3])}")
+            if outage:
+                notes.append(f"N={n}, headscale down: stopped at {_opt(prov.get('outage_at_s'))} s with the "
+                             f"provisioner ({prov.get('asked_at_outage')} of {n} had asked for a key), at "
+                             f"{_opt(pre.get('outage_at_s'))} s with pre-made keys ({pre.get('asked_at_outage')} of "
+                             f"{n} registrations had started); {prov.get('mint_calls', 0)} mint calls for "
+                             f"{prov.get('keys_issued', 0)} keys (the failed ones while headscale was down).")
+            orphans = prov.get("mint_calls", 0) - prov.get("mint_calls_refused", 0) - prov.get("keys_issued", 0)
+            if orphans > 0:
+                notes.append(f"N={n}, headscale {hs}: {prov.get('mint_calls', 0) - prov.get('mint_calls_refused', 0)} "
+                             f"mint calls reached headscale for {prov.get('keys_issued', 0)} keys handed out: "
+                             f"{orphans} keys were minted and never delivered (they expire unused).")
             if prov.get("keyed_but_stranded"):
                 notes.append(f"N={n}, headscale {hs}: {prov['keyed_but_stranded']} machines got a key for their "
                              "token and still did not reach Running (the token is spent).")
@@ -585,19 +620,27 @@ def _storm(res: dict, plots_rel: str) -> list[str]:
     pm = st.get("per_machine_rss_mib")
     ran = sorted(int(n) for n in per)
     stop = st.get("stopped")
-    lines += [f"Memory: one machine (tailscaled + tailjoin) is {pm:.0f} MiB RSS at most (median per run, "
-              f"largest N); the machine has {st.get('mem_total_gib', 0):.0f} GiB. Ran N = "
-              f"{', '.join(map(str, ran))}. " + (stop + "." if stop else "Every N asked for fit."), ""] if pm else []
-    lines += [f"![storm: time until all Running vs N]({plots_rel}/storm.png)", ""]
+    biggest = max((r.get("machine_rss_kib_sum", 0) for rs in per.values() for r in rs), default=0)
+    lines += [f"Memory: one machine (tailscaled + tailjoin) is {pm:.0f} MiB RSS (median per run, largest N); "
+              f"the largest fleet held {biggest / MIB / 1024:.1f} GiB RSS in all; the machine has "
+              f"{st.get('mem_total_gib', 0):.0f} GiB. Before each N the bench projects per-machine RSS × N × 2 "
+              f"against MemAvailable. Ran N = {', '.join(map(str, ran))}. "
+              + (stop + "." if stop else "Every N asked for fit."), ""] if pm else []
+    if plot:
+        lines += [f"![storm: time until all Running vs N]({plots_rel}/storm.png)", ""]
     return lines
 
 
-def storm_bound() -> float:
+def storm_const(name: str, default):
     try:
         import storm
-        return storm.BOUND_S
+        return getattr(storm, name, default)
     except ImportError:
-        return 900.0
+        return default
+
+
+def storm_bound() -> float:
+    return storm_const("BOUND_S", 900.0)
 
 
 def _netboot(res: dict) -> list[str]:

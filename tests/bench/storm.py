@@ -562,7 +562,7 @@ def run(work: Path, sizes: list[int], outage: float, rate_limit: dict | None, lo
                 break
         rows = []
         order = MODES if k % 2 == 0 else MODES[::-1]
-        for out in (None, outage):
+        for out in ((None, outage) if outage else (None,)):
             for mode in order:
                 log(f" storm N={n}, {mode}{f', headscale down {outage:.0f} s' if out else ''}")
                 rows.append(one_run(work / f"storm-{n}-{mode}-{'outage' if out else 'plain'}", n, mode, out,
