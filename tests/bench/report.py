@@ -609,7 +609,8 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
         "the provisioner's share of the median join is the difference. Provisioner CPU is utime+stime from "
         "/proc/PID/stat over the whole storm; RSS is VmRSS sampled every 0.5 s (max) and VmHWM at the end. "
         "With headscale down: it is stopped (SIGTERM) once half the machines have asked (provisioner: half "
-        "the MACs are in the audit log; pre-made: half the registrations (`POST /ts2021`) have passed the "
+        "the machines have had a key request decided (issued or refused) in the audit log; pre-made: half "
+        "the registrations (`POST /ts2021`) have passed the "
         "proxy), for the given time, and started again on the same ports and database.",
         "",
     ]
@@ -617,6 +618,34 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
         lines.append(f"- {x}")
     if notes:
         lines.append("")
+    runs = [r for rs in per.values() for r in rs]
+    in_use = [r for r in runs if (r.get("key_refusals") or {}).get("boot_token_in_use")]
+    if in_use:
+        lines += [
+            "Why provisioner machines are stranded in a large storm (as observed in the agents' and the "
+            "provisioner's logs and headscale's request log): every machine asks for its key within a second or "
+            "two, and the provisioner mints each through headscale's API, which answers them one after another "
+            "while it is also registering the nodes that already have keys; under that load a "
+            "`POST /api/v1/preauthkey` takes seconds. When a machine's request has waited longer than the "
+            "agent's HTTP timeout (10 s), tailjoin gives up on that request and retries with the same boot "
+            "token; the provisioner still holds the token reserved for the first request, so the retry is "
+            "refused with 409 (`boot_token_in_use`, \"being used by another request right now\"), which "
+            "tailjoin treats as final: it exits with code 4, which tailjoin.service does not restart "
+            "(`RestartPreventExitStatus`). The first request's key, if minted, is never delivered. "
+            f"Runs with such refusals: {', '.join(sorted({str(r['n']) + (' (headscale down)' if r.get('outage_s') else '') for r in in_use}, key=lambda x: int(x.split()[0])))}.",
+            "",
+        ]
+    used = [r for r in runs if r["mode"] == "premade" and any(
+        "already used" in (d.get("summary") or "") for d in r.get("stranded_detail", []))]
+    if used:
+        lines += [
+            "Why pre-made machines are stranded when headscale stops mid-storm (their status files): the "
+            "registration reached headscale, which marked the single-use key used, but the answer was lost when "
+            "headscale stopped; after the restart tailscaled's re-registration is refused with \"authkey already "
+            "used\", tailjoin reports the key rejected (exit 3, not restarted by tailjoin.service). The provisioner "
+            "machines' keys are single-use too; see their stranded count in the same row.",
+            "",
+        ]
     pm = st.get("per_machine_rss_mib")
     ran = sorted(int(n) for n in per)
     stop = st.get("stopped")

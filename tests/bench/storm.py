@@ -445,7 +445,9 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
                     asked = sum(1 for _, k, line in _read_events(events)[ev_start:]
                                 if k == "ok" and "/ts2021" in line)
                 else:
-                    asked = len({mm for a in prov.audit() for mm in a.get("macs") or []})
+                    # key requests decided (issued or refused), not boot scripts (boot_issued, …)
+                    asked = len({mm for a in prov.audit() if a.get("event") in ("issued", "refused")
+                                 for mm in a.get("macs") or []})
                 if asked >= n / 2:
                     outage_at = now - t0
 
