@@ -100,6 +100,26 @@ def parse_boot_script(text: str) -> dict:
     return out
 
 
+HS_REQUEST = re.compile(r"elapsed=([\d.]+) method=POST path=/api/v1/preauthkey\S* .*?status=(\d+)")
+
+
+def mint_latency(headscale_log: Path) -> dict:
+    """headscale's own timing of each `POST /api/v1/preauthkey` (its request log: elapsed in ms,
+    status; 499 = the client, i.e. the provisioner, went away before the answer)."""
+    ms, status = [], {}
+    try:
+        text = headscale_log.read_text(errors="replace")
+    except OSError:
+        return {}
+    for m in HS_REQUEST.finditer(text):
+        ms.append(float(m.group(1)))
+        status[m.group(2)] = status.get(m.group(2), 0) + 1
+    if not ms:
+        return {}
+    ms.sort()
+    return {"mint_ms_median": statistics.median(ms), "mint_ms_max": ms[-1], "mint_status": status}
+
+
 def parse_audit(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -515,6 +535,7 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
                 "tokens_burnt_without_key": burnt, "burnt_macs": burnt_macs[:10],
                 # a key was handed out for the machine's token, yet the machine never got Running
                 "keyed_but_stranded": sum(1 for m in stranded if m.mac in issued_macs),
+                **mint_latency(hs.log_path),
                 "prov_cpu_s": last.get("cpu_s"),
                 "prov_rss_max_kib": max((s.get("VmRSS", 0) for s in samples), default=None),
                 "prov_hwm_kib": last.get("VmHWM"),
