@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from report import MIB, _range, med
 
@@ -96,15 +97,16 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
                 f"{_opt(prov.get('prov_rss_max_kib'), 1, 1 / MIB)} / {_opt(prov.get('prov_hwm_kib'), 1, 1 / MIB)} |")
             for r in (prov, pre):
                 if r["stranded"]:
-                    why = sorted({d.get("summary") or d.get("state") or "?" for d in r["stranded_detail"]})
-                    notes.append(f"N={n}, {r['mode']}, headscale {hs}: {r['stranded']} stranded; "
-                                 f"{'; '.join(w[:160] for w in why[:3])}")
+                    kinds = sorted({_why(d) for d in r["stranded_detail"]})
+                    notes.append(f"N={n}, {r['mode']}, headscale {hs}: {r['stranded']} stranded; their tailjoin "
+                                 f"said (first {min(r['stranded'], len(r['stranded_detail']))}): {'; '.join(kinds)}")
             if outage:
                 notes.append(f"N={n}, headscale down: stopped at {_opt(prov.get('outage_at_s'))} s with the "
                              f"provisioner ({prov.get('asked_at_outage')} of {n} had asked for a key), at "
                              f"{_opt(pre.get('outage_at_s'))} s with pre-made keys ({pre.get('asked_at_outage')} of "
-                             f"{n} registrations had started); {prov.get('mint_calls', 0)} mint calls for "
-                             f"{prov.get('keys_issued', 0)} keys (the failed ones while headscale was down).")
+                             f"{n} registrations had started); {prov.get('mint_calls', 0)} mint calls "
+                             f"({prov.get('mint_calls_refused', 0)} refused at the proxy while headscale was down) "
+                             f"for {prov.get('keys_issued', 0)} keys handed out.")
             if prov.get("mint_ms_median") is not None:
                 notes.append(f"N={n}, headscale {hs}: headscale answered a mint in {prov['mint_ms_median'] / 1000:.1f} s "
                              f"(median; max {prov['mint_ms_max'] / 1000:.1f} s; its request log, statuses "
@@ -112,16 +114,17 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
             orphans = prov.get("mint_calls", 0) - prov.get("mint_calls_refused", 0) - prov.get("keys_issued", 0)
             if orphans > 0:
                 notes.append(f"N={n}, headscale {hs}: {prov.get('mint_calls', 0) - prov.get('mint_calls_refused', 0)} "
-                             f"mint calls reached headscale for {prov.get('keys_issued', 0)} keys handed out: "
-                             f"{orphans} keys were minted and never delivered (they expire unused).")
+                             f"mint calls reached headscale for {prov.get('keys_issued', 0)} keys handed out: {orphans} "
+                             "were abandoned by the provisioner or their key never reached the machine (whether "
+                             "headscale created those keys is not checked; unused, they expire).")
             if prov.get("keyed_but_stranded"):
                 notes.append(f"N={n}, headscale {hs}: {prov['keyed_but_stranded']} machines got a key for their "
                              "token and still did not reach Running (the token is spent).")
             if prov.get("refused_scripts"):
                 notes.append(f"N={n}, headscale {hs}: {prov['refused_scripts']} boot scripts were refusals "
                              f"(retried); key requests refused: {prov.get('key_refusals')}")
+    lines += [""] + _findings(per)
     lines += [
-        "",
         "Ratio = median join with the provisioner / median join with pre-made keys (same N, same run); "
         "the provisioner's share of the median join is the difference. Provisioner CPU is utime+stime from "
         "/proc/PID/stat over the whole storm; RSS is VmRSS sampled every 0.5 s (max) and VmHWM at the end. "
@@ -149,7 +152,10 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
             "refused with 409 (`boot_token_in_use`, \"being used by another request right now\"), which "
             "tailjoin treats as final: it exits with code 4, which tailjoin.service does not restart "
             "(`RestartPreventExitStatus`). The first request's key, if minted, is never delivered. "
-            f"Runs with such refusals: {', '.join(sorted({str(r['n']) + (' (headscale down)' if r.get('outage_s') else '') for r in in_use}, key=lambda x: int(x.split()[0])))}.",
+            "Runs with such refusals: " + ", ".join(
+                f"N={r['n']}{' (headscale down)' if r.get('outage_s') else ''}: "
+                f"{r['key_refusals']['boot_token_in_use']}"
+                for r in sorted(in_use, key=lambda r: (r["n"], bool(r.get("outage_s"))))) + ".",
             "",
         ]
     used = [r for r in runs if r["mode"] == "premade" and any(
@@ -175,6 +181,43 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
     if plot:
         lines += [f"![storm: time until all Running vs N]({plots_rel}/storm.png)", ""]
     return lines
+
+
+def _findings(per: dict) -> list[str]:
+    out = []
+    share = []
+    stranded, burnt, total = [], [], 0
+    for n in sorted(per, key=int):
+        for outage in (False, True):
+            prov, pre = _pair(per[n], outage)
+            if prov is None or pre is None:
+                continue
+            total += 1
+            tag = f"N={n}{' (headscale down)' if outage else ''}"
+            if not outage and prov["median_join_s"] and pre["median_join_s"] and not prov["stranded"]:
+                share.append(f"N={n}: {prov['median_join_s'] / pre['median_join_s']:.2f} "
+                             f"({prov['median_join_s'] - pre['median_join_s']:+.2f} s of {prov['median_join_s']:.2f} s)")
+            if prov["stranded"]:
+                stranded.append(f"{tag}: {prov['stranded']} of {n}")
+            if prov.get("tokens_burnt_without_key"):
+                burnt.append(f"{tag}: {prov['tokens_burnt_without_key']}")
+    if share:
+        out.append("- The provisioner's share of the median join (ratio to pre-made keys, difference), where every "
+                   "machine got Running: " + "; ".join(share) + ".")
+    out.append("- Machines stranded with the provisioner (must be 0): "
+               + ("; ".join(stranded) + " — **missed**." if stranded else f"0 in all {total} storms — met."))
+    out.append("- Tokens burnt without a key (must be 0): "
+               + ("; ".join(burnt) + " — **missed**." if burnt else f"0 in all {total} storms — met."))
+    out.append("")
+    return out
+
+
+def _why(d: dict) -> str:
+    """A stranded machine's last words, without what differs per machine (MAC, token label, port)."""
+    text = d.get("summary") or d.get("state") or "?"
+    text = re.sub(r"\(netboot token for [0-9a-f:]+ #[0-9a-f]+\)", "(its token)", text)
+    text = re.sub(r"https://127\.0\.0\.1:\d+", "https://PROVISIONER", text)
+    return text[:170] + ("…" if len(text) > 170 else "")
 
 
 def storm_const(name: str, default):
