@@ -177,7 +177,9 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
               f"the largest fleet held {biggest / MIB / 1024:.1f} GiB RSS in all; the machine has "
               f"{st.get('mem_total_gib', 0):.0f} GiB. Before each N the bench projects per-machine RSS × N × 2 "
               f"against MemAvailable. Ran N = {', '.join(map(str, ran))}. "
-              + (stop + "." if stop else "Every N asked for fit."), ""] if pm else []
+              + (stop + "." if stop else "Every N asked for fit: memory did not stop it.")
+              + " All machines, headscale and the provisioner share this machine's 2 cores (with other jobs; "
+              "load average in the header), so times at large N include their contention for CPU.", ""] if pm else []
     if plot:
         lines += [f"![storm: time until all Running vs N]({plots_rel}/storm.png)", ""]
     return lines
