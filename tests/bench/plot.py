@@ -5,6 +5,8 @@
 - join_latency.png: join latency and recovery per approach (every run as a dot, the median as a bar)
 - fleet.png: fleet boot (until all Running) and recovery after a headscale outage vs N
   (median with min–max whiskers)
+- storm.png: boot storm, time until all N are Running vs N, with the provisioner and with pre-made
+  keys, headscale up and down for a while in the middle; and the median join
 """
 
 from __future__ import annotations
@@ -105,6 +107,49 @@ def plot_fleet(res: dict, out: Path):
     plt.close(fig)
 
 
+def plot_storm(res: dict, out: Path):
+    per = res["storm"]["per"]
+    ns = sorted(int(n) for n in per if per[n])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    outage = next((r["outage_s"] for rs in per.values() for r in rs if r.get("outage_s")), None)
+    series = [("provisioner", False, "provisioner (boot script + token + minted key)", "#4878cf", "-"),
+              ("premade", False, "pre-made key per machine", "#6acc65", "-"),
+              ("provisioner", True, f"provisioner, headscale down {outage or 0:.0f} s", "#4878cf", "--"),
+              ("premade", True, f"pre-made, headscale down {outage or 0:.0f} s", "#6acc65", "--")]
+    for axis, key in ((ax, "all_running_s"), (ax2, "median_join_s")):
+        marks = []  # (n, stranded, color, offset) where some machines never got Running
+        for k, (mode, down, label, color, style) in enumerate(series):
+            xs, ys = [], []
+            for n in ns:
+                r = next((r for r in per[str(n)] if r["mode"] == mode and bool(r.get("outage_s")) == down), None)
+                if r is None:
+                    continue
+                if r.get(key) is not None and not (key == "all_running_s" and r.get("stranded")):
+                    xs.append(n)
+                    ys.append(r[key])
+                if r.get("stranded"):
+                    marks.append((n, r["stranded"], color, k))
+            axis.plot(xs, ys, marker="o", linestyle=style, color=color, label=label)
+        axis.set_xlabel("N (machines powered on at once)")
+        axis.set_xticks(ns)
+        axis.grid(alpha=0.3)
+        top = axis.get_ylim()[1] * 1.6
+        axis.set_ylim(0, top)
+        for n, k_str, color, k in marks:
+            y = top * (0.93 - 0.07 * k)
+            axis.scatter([n], [y], marker="x", color=color, s=40, zorder=4)
+            axis.annotate(f"{k_str} stranded", (n, y), textcoords="offset points", xytext=(5, -3), fontsize=7,
+                          color=color)
+    ax.set_ylabel("seconds from power-on")
+    ax.set_title("Boot storm: until all N are Running\n(x: not all got there; machines stranded)", fontsize=10)
+    ax2.set_title("Boot storm: median join of the machines that got Running\n(x: machines stranded)", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(out / "storm.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     res = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
@@ -113,6 +158,8 @@ def main() -> int:
         plot_join(res, out)
     if "fleet" in res:
         plot_fleet(res, out)
+    if "storm" in res:
+        plot_storm(res, out)
     return 0
 
 

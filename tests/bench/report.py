@@ -475,6 +475,7 @@ def _provenance(res: dict, key: str) -> list[str]:
 
 
 def render(res: dict, plots_rel: str = "bench") -> str:
+    import report_netboot  # imports this module's helpers
     lines = _header(res)
     if "join" in res or "idle" in res:
         lines += _targets(res)
@@ -482,7 +483,10 @@ def render(res: dict, plots_rel: str = "bench") -> str:
         body = _join(res, plots_rel)
         lines += body[:2] + _provenance(res, "join") + body[2:]
         lines += _recovery(res)
-    for key, fn in (("idle", _idle), ("size", _size), ("fleet", lambda r: _fleet(r, plots_rel))):
+    for key, fn in (("idle", _idle), ("size", _size), ("fleet", lambda r: _fleet(r, plots_rel)),
+                    ("storm", lambda r: report_netboot.storm(r, plots_rel)),
+                    ("storm_default_limit", lambda r: report_netboot.storm(r, plots_rel, "storm_default_limit")),
+                    ("netboot", report_netboot.netboot)):
         if key in res:
             body = fn(res)
             lines += body[:2] + _provenance(res, key) + body[2:]

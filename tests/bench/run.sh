@@ -20,7 +20,7 @@ case " $* " in
   *" -h "* | *" --help "*) exec python3 tests/bench/bench.py --help ;;
 esac
 
-command="${TAILJOIN_BIN:+TAILJOIN_BIN=$TAILJOIN_BIN }tests/bench/run.sh${*:+ $*}"
+command="${TAILJOIN_BIN:+TAILJOIN_BIN=$TAILJOIN_BIN }tests/bench/run.sh${*:+$(printf ' %q' "$@")}"
 
 # A Python that can import matplotlib: the one on PATH, or Debian's (where python3-matplotlib goes).
 find_plot_python() {

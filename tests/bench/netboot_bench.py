@@ -1,0 +1,194 @@
+"""Section 7 of the benchmark: power-on → Running of a diskless netbooted machine under qemu.
+
+Two variants of the same diskless image (tests/boot/build-image.sh --netboot), each served by its
+own `tailjoin provision` netboot listener, so both take the same iPXE path (DHCP, boot script,
+kernel, the same-size initrd) and get the same kernel command line:
+
+- tailjoin: the image's tailjoin (key source kernel_cmdline) POSTs its identity with the boot
+  token from the kernel line to the provisioner, which mints a key through headscale's API.
+- seed:     `--seed-autoconnect KEY`: the seed's oneshot (`sleep 2`, `tailscale status | jq`,
+  `tailscale up --authkey`) with a reusable ephemeral pre-auth key baked into the image, as the
+  seed does. The one difference.
+
+Metric, the same for both: host time from qemu's start to the guest kernel's first console line
+("Linux version", printed at once by earlycon), plus the guest's CLOCK_MONOTONIC at READY:
+tailjoin.service's ActiveEnterTimestampMonotonic (Type=notify: READY=1 when Running) or the
+oneshot's ExecMainExitTimestampMonotonic. Cross-check: tailscaled's own "→ Running" journal line
+(short-monotonic). Every boot is a fresh qemu (a power-on), with its own MAC; the variants alternate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, BenchError, peers
+
+sys.path.insert(0, str(ROOT / "tests" / "boot"))
+
+VARIANTS = ["tailjoin", "seed"]
+BOOT_TIMEOUT_S = 900
+# earlycon: the kernel's banner reaches the serial port at once, not when the console driver
+# registers; loglevel=6 (instead of quiet) lets that NOTICE-level banner through.
+CMDLINE = ("console=ttyS0 earlycon=uart8250,io,0x3f8,115200 panic=-1 loglevel=6 systemd.show_status=1 "
+           "tailjoin_test.scenario=netboot tailjoin_test.wait=300 tailjoin_test.hold=5")
+BANNER = "Linux version"
+JOURNAL_TS = re.compile(r"^\[\s*(\d+\.\d+)\]")
+
+
+def _boot_modules():
+    try:
+        import netboot_vm
+        import run_boot
+        import test_boot
+    except Exception as e:  # noqa: BLE001 (any import failure is reported in words)
+        raise BenchError(f"cannot import tests/boot's harness: {e}") from e
+    return test_boot, netboot_vm, run_boot
+
+
+def _guard(what: str, fn, *a, **kw):
+    """tests/boot's helpers fail through pytest.fail (an exception outside pytest too)."""
+    try:
+        return fn(*a, **kw)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001
+        raise BenchError(f"{what}: {e}") from e
+
+
+def running_line_s(journal: str) -> float | None:
+    """Guest monotonic seconds of tailscaled's first switch to Running."""
+    for line in journal.splitlines():
+        if "tailscaled" in line and re.search(r"(->|→)\s*Running\b", line):
+            m = JOURNAL_TS.match(line)
+            if m:
+                return float(m.group(1))
+    return None
+
+
+def ready_us(variant: str, boot) -> tuple[int, dict]:
+    if variant == "tailjoin":
+        show = boot.show("show")
+        return int(show.get("ActiveEnterTimestampMonotonic") or 0), show
+    show = boot.show("show-autoconnect")
+    return int(show.get("ExecMainExitTimestampMonotonic") or 0), show
+
+
+def make_provisioner(test_boot, workdir: Path, tls, hs, image: Path, macs: list[str]):
+    class BenchNetbootProvisioner(test_boot.HostProvisioner):
+        def __init__(self):
+            super().__init__(workdir, tls, hs, macs=macs, tokens={})
+            (self.creds / "boot-tokens").unlink()
+            self.plain_port = peers.free_port()
+            # qemu's user network reaches the host from 127.0.0.1
+            self.config["allow"] = {"macs": macs, "networks": ["127.0.0.0/8"]}
+            self.config["netboot"] = {
+                "listen": f"127.0.0.1:{self.plain_port}",
+                "key_url": self.guest_url(),
+                "kernel": str(image / "vmlinuz"),
+                "initrds": [str(image / "netboot-initrd.img")],
+                "cmdline": CMDLINE,
+                "token_ttl_secs": 300,
+                "retry_secs": 5,
+            }
+            self.config_path.write_text(json.dumps(self.config, indent=1) + "\n")
+
+        @property
+        def boot_url(self) -> str:
+            return f"http://{test_boot.GuestHeadscale.GUEST_HOST}:{self.plain_port}/v1/boot.ipxe"
+
+    return BenchNetbootProvisioner()
+
+
+def one_boot(netboot_vm, run_boot, variant: str, run_dir: Path, mac: str, boot_url: str) -> dict:
+    vm = netboot_vm.NetbootVM(run_dir, mac, boot_url)
+    try:
+        vm.start()
+        t_banner = None
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while t_banner is None:
+            if BANNER in vm.console():
+                t_banner = vm.now()
+                break
+            if vm.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{variant}: no {BANNER!r} on the console (accel {vm.accel}); "
+                                 f"tail: {run_boot.tail(vm.console())}")
+            time.sleep(0.05)
+        boot = vm.wait_for_boot_done(1, BOOT_TIMEOUT_S)
+        t_done = vm.now()
+    except run_boot.BootError as e:
+        raise BenchError(f"{variant}: {e}") from e
+    finally:
+        vm.stop()
+    us, show = ready_us(variant, boot)
+    ok = (show.get("ActiveState") == "active") if variant == "tailjoin" else (show.get("Result") == "success")
+    if not us or not ok:
+        raise BenchError(f"{variant}: not READY in the guest's report ({run_dir}): {show}")
+    run_s = running_line_s(boot.sections.get("journal-text", ""))
+    return {
+        "variant": variant, "mac": mac, "accel": vm.accel,
+        "host_to_banner_s": t_banner, "guest_ready_s": us / 1e6,
+        "power_on_to_ready_s": t_banner + us / 1e6,
+        "guest_running_line_s": run_s,
+        "power_on_to_running_line_s": t_banner + run_s if run_s is not None else None,
+        "host_done_s": t_done,
+    }
+
+
+def run(work: Path, runs: int, log=print) -> dict:
+    test_boot, netboot_vm, run_boot = _boot_modules()
+    work.mkdir(parents=True, exist_ok=True)
+    peers_bin = peers.peers_bin()
+    hs = test_boot.GuestHeadscale(work / "headscale", bin_dir=peers_bin)
+    hs.start()
+    provs = []
+    try:
+        uid = hs.create_user("netboot")
+        tls = _guard("the throwaway CA", test_boot.make_ca_and_server_cert, work / "tls",
+                     ["IP:10.0.2.2", "IP:127.0.0.1"])
+        seed_key = test_boot.owner_only(work / "seed-authkey",
+                                        hs.preauth_key(uid, reusable=True, ephemeral=True, expiration="24h",
+                                                       tags=["tag:netboot"]) + "\n")
+        images = {}
+        t = time.monotonic()
+        images["tailjoin"] = _guard("build-image.sh --netboot", test_boot.build_image, hs, peers_bin, work,
+                                    "--provisioner-ca", str(tls["ca"]), "--netboot", label="netboot_image",
+                                    config_name="tailjoin-config-netboot.json",
+                                    auth_key={"kernel_cmdline": {"ca_file": test_boot.PROV_CA_IN_GUEST}})
+        images["seed"] = _guard("build-image.sh --netboot --seed-autoconnect", test_boot.build_image, hs, peers_bin,
+                                work, "--provisioner-ca", str(tls["ca"]), "--netboot", "--seed-autoconnect",
+                                str(seed_key), label="netboot_seed_image",
+                                config_name="tailjoin-config-netboot-seed.json",
+                                auth_key={"kernel_cmdline": {"ca_file": test_boot.PROV_CA_IN_GUEST}})
+        log(f"  images built in {time.monotonic() - t:.0f} s: {images['tailjoin']}, {images['seed']}")
+        sizes = {v: {f: (images[v] / f).stat().st_size for f in ("vmlinuz", "netboot-initrd.img")} for v in VARIANTS}
+        macs = {v: [f"52:54:00:7b:{k:02x}:{i:02x}" for i in range(runs)] for k, v in enumerate(VARIANTS)}
+        prov = {}
+        for v in VARIANTS:
+            p = make_provisioner(test_boot, work / f"provisioner-{v}", tls, hs, images[v], macs[v])
+            provs.append(p)
+            prov[v] = _guard(f"tailjoin provision ({v})", p.start)
+        boots: dict[str, list] = {v: [] for v in VARIANTS}
+        for i in range(runs):
+            order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]
+            for v in order:
+                r = one_boot(netboot_vm, run_boot, v, work / f"vm-{v}-{i}", macs[v][i], prov[v].boot_url)
+                boots[v].append(r)
+                log(f"  boot {i + 1}/{runs} {v}: power-on → READY {r['power_on_to_ready_s']:.1f} s "
+                    f"(kernel banner at {r['host_to_banner_s']:.1f} s host, READY at {r['guest_ready_s']:.2f} s "
+                    f"guest; tailscaled Running at {r['guest_running_line_s']} s guest)")
+        med = {v: statistics.median(r["power_on_to_ready_s"] for r in boots[v]) for v in VARIANTS}
+        return {
+            "runs": runs, "cmdline": CMDLINE, "accel": boots["tailjoin"][0]["accel"],
+            "sizes": sizes, "boots": boots,
+            "ratio_tailjoin_to_seed": med["tailjoin"] / med["seed"],
+            "minted_keys": len([k for k in hs.preauth_keys() if not k.get("reusable")]),
+        }
+    finally:
+        for p in provs:
+            p.stop()
+        hs.stop()
