@@ -11,10 +11,11 @@ use std::time::Duration;
 /// tailscaled accepts this Host (or none) on its socket.
 const BASE: &str = "http://local-tailscaled.sock/localapi/v0";
 
-/// Bus subscription: the current state first (2), the current health first (128), rate-limited
-/// netmap churn (256), no netmap on platforms that still send it (8192; ignored by older
-/// tailscaled).
-pub const WATCH_MASK: u64 = 2 | 128 | 256 | 8192;
+/// Bus subscription: the current state first (2), the current health first (128), no netmap on
+/// platforms that still send it (8192). Not NotifyRateLimit (256): tailscale v1.102 answers 400
+/// "NotifyRateLimit is incompatible with new-style IPN bus subscription bits ipn.NotifyNoNetMap"
+/// (found by tests/matrix.sh), and with no netmap on the bus there is nothing left to rate-limit.
+pub const WATCH_MASK: u64 = 2 | 128 | 8192;
 
 /// One bus line is one `ipn.Notify`, and one answer (status, prefs) is one JSON document;
 /// anything this large is not one the agent can use.
