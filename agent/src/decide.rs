@@ -175,6 +175,14 @@ pub struct Machine {
     control_problem: Option<String>,
     /// Joins that reached Running: a key was submitted and the node came up.
     joins: u32,
+    /// The last join reached Running and no key rejection came after it: the next need to log
+    /// in starts with a full budget of attempts.
+    settled: bool,
+    /// The last Running was counted in `joins` (a submitted key, not a reconnect).
+    counted_join: bool,
+    /// The control server refused the login while tailscaled still said Running (its cached
+    /// netmap): that Running proves nothing until a key is submitted again.
+    refused_while_running: bool,
 }
 
 impl Machine {
@@ -190,6 +198,9 @@ impl Machine {
             last_failure: None,
             control_problem: None,
             joins: 0,
+            settled: false,
+            counted_join: false,
+            refused_while_running: false,
         }
     }
 
@@ -229,7 +240,11 @@ impl Machine {
 
     /// The number of the join attempt in flight or next (1 for the first).
     pub fn attempt(&self) -> u32 {
-        self.key_rejections + self.join_failures + 1
+        if self.settled {
+            1
+        } else {
+            self.key_rejections + self.join_failures + 1
+        }
     }
 
     /// Decides what to do about `event`, and remembers what was decided.
@@ -264,26 +279,20 @@ impl Machine {
             }
             Event::BackendError(message) => {
                 if !self.join_in_flight {
-                    // Not about our login (e.g. a map poll hiccup): nothing to decide.
+                    if is_key_rejection(&message)
+                        && matches!(self.phase, Phase::Running | Phase::Degraded)
+                    {
+                        // tailscaled still says Running (from its cached netmap), but the
+                        // control server refuses this node's login, and tailscaled retries the
+                        // refused key by itself: the node is not joined.
+                        return self.key_rejected(message);
+                    }
+                    // Not about a login (e.g. a map poll hiccup), or tailscaled's own retry of
+                    // a rejection already counted (phase Retrying): nothing to decide.
                     return Action::Watch(self.phase);
                 }
                 if is_key_rejection(&message) {
-                    self.join_in_flight = false;
-                    self.last_join_error = None;
-                    self.key_rejections += 1;
-                    if self.key_rejections >= self.policy.key_attempts {
-                        Action::GiveUp {
-                            kind: FailureKind::KeyRejected,
-                            reason: message,
-                            attempts: self.key_rejections,
-                        }
-                    } else {
-                        Action::RetryLater {
-                            kind: FailureKind::KeyRejected,
-                            reason: message,
-                            delay_attempt: self.key_rejections,
-                        }
-                    }
+                    self.key_rejected(message)
                 } else {
                     // tailscaled retries the control server itself; the join timeout bounds it.
                     self.last_join_error = Some(message);
@@ -338,9 +347,7 @@ impl Machine {
                 } else if matches!(self.phase, Phase::Retrying | Phase::AwaitingApproval) {
                     Action::Watch(self.phase)
                 } else {
-                    self.join_in_flight = true;
-                    self.last_join_error = None;
-                    Action::Join
+                    self.start_join()
                 }
             }
             Event::TailscaledLost => {
@@ -364,14 +371,25 @@ impl Machine {
                 // Still Running; only the control server's reachability decides.
                 Action::Watch(Phase::Degraded)
             }
+            BackendState::Running if self.refused_while_running => {
+                // The control server refused this node while tailscaled said Running; a new
+                // Running (its cached netmap again) proves nothing until a key is submitted.
+                if self.phase == Phase::Retrying {
+                    Action::Watch(Phase::Retrying)
+                } else {
+                    self.start_join()
+                }
+            }
             BackendState::Running => {
+                self.counted_join = self.join_in_flight;
                 if self.join_in_flight {
                     self.joins += 1;
                 }
                 self.join_in_flight = false;
                 self.last_join_error = None;
-                self.key_rejections = 0;
-                self.join_failures = 0;
+                // The counters are reset when the next login is needed, not here: a Running
+                // from tailscaled's cached netmap can still be followed by a key rejection.
+                self.settled = true;
                 Action::Ready
             }
             BackendState::NeedsMachineAuth => {
@@ -388,9 +406,7 @@ impl Machine {
                 } else if self.phase == Phase::Retrying {
                     Action::Watch(Phase::Retrying)
                 } else {
-                    self.join_in_flight = true;
-                    self.last_join_error = None;
-                    Action::Join
+                    self.start_join()
                 }
             }
             BackendState::Stopped => {
@@ -418,7 +434,52 @@ impl Machine {
         }
     }
 
+    /// A key is to be read and submitted. After a join that settled, this is a new need to log
+    /// in (logged out, expired, deleted): it gets a full budget of attempts.
+    fn start_join(&mut self) -> Action {
+        if self.settled {
+            self.key_rejections = 0;
+            self.join_failures = 0;
+            self.settled = false;
+        }
+        self.join_in_flight = true;
+        self.last_join_error = None;
+        self.refused_while_running = false;
+        Action::Join
+    }
+
+    /// The control server refused the key: retry with a fresh read of the key source (it may
+    /// hold a new key by then), or give up once the budget is spent.
+    fn key_rejected(&mut self, message: String) -> Action {
+        if self.backend == Some(BackendState::Running) || self.phase == Phase::Running {
+            self.refused_while_running = true;
+            if self.counted_join {
+                // That Running came from the cached netmap, not from this key.
+                self.joins = self.joins.saturating_sub(1);
+            }
+        }
+        self.counted_join = false;
+        self.settled = false;
+        self.join_in_flight = false;
+        self.last_join_error = None;
+        self.key_rejections += 1;
+        if self.key_rejections >= self.policy.key_attempts {
+            Action::GiveUp {
+                kind: FailureKind::KeyRejected,
+                reason: message,
+                attempts: self.key_rejections,
+            }
+        } else {
+            Action::RetryLater {
+                kind: FailureKind::KeyRejected,
+                reason: message,
+                delay_attempt: self.key_rejections,
+            }
+        }
+    }
+
     fn transient_failure(&mut self, kind: FailureKind, reason: String) -> Action {
+        self.settled = false;
         self.join_failures += 1;
         if self.join_failures >= self.policy.max_attempts {
             Action::GiveUp {
@@ -748,9 +809,187 @@ mod tests {
         let mut m = machine();
         m.on(Event::Backend(Running));
         assert_eq!(
-            m.on(Event::BackendError("invalid key".into())),
+            m.on(Event::BackendError(
+                "fetch control key: unexpected EOF".into()
+            )),
             Action::Watch(Phase::Running)
         );
+        let mut waiting = machine();
+        waiting.on(Event::Backend(NeedsLogin));
+        waiting.on(Event::Backend(NeedsMachineAuth));
+        assert_eq!(
+            waiting.on(Event::BackendError("authkey already used".into())),
+            Action::Watch(Phase::AwaitingApproval)
+        );
+    }
+
+    /// One step of a table: the event, the action wanted, and the phase and joins after it.
+    type Step = (Event, Action, Phase, u32);
+
+    fn run_table(name: &str, steps: Vec<Step>) {
+        let mut m = machine();
+        for (i, (event, want, phase, joins)) in steps.into_iter().enumerate() {
+            let got = m.on(event.clone());
+            assert_eq!(got, want, "{name}, step {i}: {event:?}");
+            assert_eq!(m.phase(), phase, "{name}, step {i}: phase after {event:?}");
+            assert_eq!(m.joins(), joins, "{name}, step {i}: joins after {event:?}");
+        }
+    }
+
+    fn rejected(reason: &str, delay_attempt: u32) -> Action {
+        Action::RetryLater {
+            kind: FailureKind::KeyRejected,
+            reason: reason.into(),
+            delay_attempt,
+        }
+    }
+
+    fn gave_up(reason: &str, attempts: u32) -> Action {
+        Action::GiveUp {
+            kind: FailureKind::KeyRejected,
+            reason: reason.into(),
+            attempts,
+        }
+    }
+
+    /// The sequences seen with a real tailscaled whose node was deleted (or expired) on the
+    /// control server and which was then restarted: after `Start`, tailscaled says Running from
+    /// its cached netmap at once, and only then does the control server's refusal arrive, as an
+    /// ErrMessage repeated on every one of tailscaled's own retries (tests/real_peers/FINDINGS.md,
+    /// "Rejected after Running").
+    #[test]
+    fn a_key_rejected_while_tailscaled_says_running_is_not_running() {
+        let used = "authkey already used";
+        let err = || Event::BackendError(used.into());
+        let tables: Vec<(&str, Vec<Step>)> = vec![
+            (
+                "single-use key: deleted node, tailscaled restarted, the same key read again",
+                vec![
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 0),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                    (
+                        Event::TailscaledLost,
+                        Action::Watch(Phase::WaitingForTailscaled),
+                        Phase::WaitingForTailscaled,
+                        1,
+                    ),
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 1),
+                    (
+                        Event::Backend(Starting),
+                        Action::Watch(Phase::Joining),
+                        Phase::Joining,
+                        1,
+                    ),
+                    // Running from the cached netmap: counted for now ...
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 2),
+                    // ... until the control server refuses the key: not running, not a join.
+                    (err(), rejected(used, 1), Phase::Retrying, 1),
+                    // tailscaled's own retries of the same refusal are not counted again.
+                    (err(), Action::Watch(Phase::Retrying), Phase::Retrying, 1),
+                    (
+                        Event::Backend(Running),
+                        Action::Watch(Phase::Retrying),
+                        Phase::Retrying,
+                        1,
+                    ),
+                    // The retry reads the key again although tailscaled still says Running.
+                    (Event::RetryDue, Action::Join, Phase::Joining, 1),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 2),
+                    // The same single-use key, refused again: a failure.
+                    (err(), gave_up(used, 2), Phase::Failed, 1),
+                    (err(), Action::Watch(Phase::Failed), Phase::Failed, 1),
+                    (
+                        Event::Backend(Running),
+                        Action::Watch(Phase::Failed),
+                        Phase::Failed,
+                        1,
+                    ),
+                ],
+            ),
+            (
+                "refusal while degraded (the map poll fails too)",
+                vec![
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 0),
+                    (
+                        Event::ControlHealth(Some("not-in-map-poll".into())),
+                        Action::Watch(Phase::Degraded),
+                        Phase::Degraded,
+                        0,
+                    ),
+                    (err(), rejected(used, 1), Phase::Retrying, 0),
+                    (Event::RetryDue, Action::Join, Phase::Joining, 0),
+                ],
+            ),
+            (
+                "a new key after the refusal (reusable or minted, or a changed file): joined",
+                vec![
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 0),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                    (err(), rejected(used, 1), Phase::Retrying, 0),
+                    (Event::RetryDue, Action::Join, Phase::Joining, 0),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                    // No refusal follows; later the node is deleted again: a full budget.
+                    (Event::LoginRequested, Action::Join, Phase::Joining, 1),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 2),
+                    (err(), rejected(used, 1), Phase::Retrying, 1),
+                ],
+            ),
+            (
+                "reusable key: node deleted, tailscaled restarted, re-joined",
+                vec![
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 0),
+                    (
+                        Event::TailscaledLost,
+                        Action::Watch(Phase::WaitingForTailscaled),
+                        Phase::WaitingForTailscaled,
+                        0,
+                    ),
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 0),
+                    (
+                        Event::LoginRequested,
+                        Action::Watch(Phase::Joining),
+                        Phase::Joining,
+                        0,
+                    ),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                ],
+            ),
+            (
+                "reusable key: node expired, re-joined",
+                vec![
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 0),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 1),
+                    (
+                        Event::Backend(Starting),
+                        Action::Watch(Phase::Joining),
+                        Phase::Joining,
+                        1,
+                    ),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 2),
+                ],
+            ),
+            (
+                "single-use key: node expired, the used key refused twice",
+                vec![
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 0),
+                    (Event::Backend(Running), Action::Ready, Phase::Running, 1),
+                    (Event::Backend(NeedsLogin), Action::Join, Phase::Joining, 1),
+                    (err(), rejected(used, 1), Phase::Retrying, 1),
+                    (
+                        Event::Backend(NeedsLogin),
+                        Action::Watch(Phase::Retrying),
+                        Phase::Retrying,
+                        1,
+                    ),
+                    (Event::RetryDue, Action::Join, Phase::Joining, 1),
+                    (err(), gave_up(used, 2), Phase::Failed, 1),
+                ],
+            ),
+        ];
+        for (name, steps) in tables {
+            run_table(name, steps);
+        }
     }
 
     #[test]

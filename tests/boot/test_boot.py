@@ -482,8 +482,9 @@ def test_normal_boot(image, headscale, out_root):
 
 @pytest.mark.skipif(not selected("tailscaled-late"), reason="not in TAILJOIN_BOOT_SCENARIOS")
 def test_tailscaled_failed_at_boot_then_started(webhook_image, headscale, out_root):
-    """tailscaled's first start fails on purpose; a unit starts it 10 s later. tailjoin waits
-    for it and joins. The image has the webhook reporter on (webhook_image): a receiver on the
+    """tailscaled's first start fails on purpose; a unit starts it once tailjoin has reported
+    the failed unit (start-tailscaled-late, bounded by 300 s), so a slow boot cannot start it
+    before tailjoin looked. tailjoin waits for it and joins. The image has the webhook reporter on (webhook_image): a receiver on the
     host's loopback gets the reports, waiting-for-tailscaled before running."""
     key = headscale.preauth_key(headscale.user_id)
     with HookReceiver() as hook:
@@ -508,6 +509,9 @@ def test_tailscaled_failed_at_boot_then_started(webhook_image, headscale, out_ro
     ts = res.show("show-tailscaled")
     journal_text = res.sections.get("journal-text", "")
     assert "failing tailscaled's first start on purpose" in journal_text, "the scenario did not happen"
+    # tailscaled was started again only after tailjoin had reported its failed unit.
+    assert "tailjoin reported the failed tailscaled.service" in journal_text, (
+        "the late start did not see tailjoin's unit-failed report (the scenario did not happen as designed)")
     entry = assert_joined(res, headscale, key, "tailscaled-late")
     measure(res, entry, "tailscaled-late")
     tailscaled_up_us = int(ts.get("ActiveEnterTimestampMonotonic") or 0)
