@@ -85,8 +85,10 @@ pub fn build(timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Clien
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tailjoin/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("cannot read the CA bundle {}: {e}", ca.display()))?;
+        // Opened without blocking and only as a regular file (a FIFO would hang the fetch).
+        let pem = crate::fs_read::read_text(ca, 4 * 1024 * 1024)
+            .map_err(|e| format!("cannot read the CA bundle {}: {e}", ca.display()))?
+            .into_bytes();
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("{} is not a PEM CA bundle: {e}", ca.display()))?;
         if certs.is_empty() {

@@ -161,3 +161,16 @@ def test_status_does_not_vouch_for_a_dead_agent(headscale, tailscaled_factory, a
     doc = json.loads(out)
     assert code != 0 and doc["agent_alive"] is False and doc["running"] is False, doc
     assert doc["agent"]["state"] == "running", doc
+
+
+def test_a_fifo_ca_bundle_is_refused_at_once(headscale, tailscaled_factory, tmp_path):
+    ts = tailscaled_factory("fifo-ca")
+    ca = fifo(tmp_path / "ca" / "lab-ca.pem")
+    a = Agent(tmp_path / "agent", ts, headscale.url,
+              args=["--auth-key-url=https://127.0.0.1:9/key", f"--auth-key-ca-file={ca}"]).start()
+    try:
+        log = wait_log(a, "FIFO", 60)
+        assert "CA bundle" in log, log[-2000:]
+        assert sigterm_exit_seconds(a) < 5
+    finally:
+        a.stop()

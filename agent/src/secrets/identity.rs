@@ -21,14 +21,15 @@ impl MachineIdentity {
     /// The same, under another root (tests).
     pub fn gather_from(root: &Path) -> Self {
         let read = |p: &str| {
-            std::fs::read_to_string(root.join(p))
+            crate::fs_read::read_text(&root.join(p), 4096)
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default()
         };
         let mut macs = Vec::new();
         if let Ok(entries) = std::fs::read_dir(root.join("sys/class/net")) {
             for e in entries.flatten() {
-                let addr = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
+                let addr =
+                    crate::fs_read::read_text(&e.path().join("address"), 4096).unwrap_or_default();
                 macs.push(addr.trim().to_owned());
             }
         }
