@@ -926,12 +926,16 @@
       auth_key = keyJSON;
       on_stopped = cfg.onStopped;
       join_timeout_secs = cfg.joinTimeout;
-      retry = {
-        initial_delay_ms = cfg.retry.initialDelayMs;
-        max_delay_ms = cfg.retry.maxDelayMs;
-        max_attempts = cfg.retry.maxAttempts;
-        key_attempts = cfg.retry.keyAttempts;
-      };
+      retry =
+        {
+          initial_delay_ms = cfg.retry.initialDelayMs;
+          max_delay_ms = cfg.retry.maxDelayMs;
+          max_attempts = cfg.retry.maxAttempts;
+          key_attempts = cfg.retry.keyAttempts;
+        }
+        // lib.optionalAttrs (cfg.retry.keyFetchDeadline != null) {
+          key_fetch_deadline_secs = cfg.retry.keyFetchDeadline;
+        };
       state_dir = "/run/${unitSpec.service.RuntimeDirectory}";
       log_level = cfg.logLevel;
       # The agent waits for these over D-Bus (signals, not polling) before it talks to tailscaled.
@@ -1228,6 +1232,12 @@ in {
         type = types.ints.between 1 10;
         default = 2;
         description = "Join attempts with a rejected key before the agent gives up (exit status 3).";
+      };
+      keyFetchDeadline = mkOption {
+        type = types.nullOr (types.ints.between 1 86400);
+        default = null;
+        example = 600;
+        description = "Overall seconds allowed to fetch or mint the auth key, every retry included; null keeps the agent's default (300).";
       };
     };
 

@@ -261,6 +261,12 @@ let
 
   results = [
     # ---- defaults
+    (test "retry.keyFetchDeadline renders key_fetch_deadline_secs only when set"
+      (let
+        j = rawOf (unvalidated {retry.keyFetchDeadline = 600;});
+      in
+        j.retry.key_fetch_deadline_secs == 600 && !(defaultJSON.retry ? key_fetch_deadline_secs))
+      null)
     (test "module disabled: no unit, tailscale untouched"
       (let
         c = configOf {};
@@ -282,6 +288,7 @@ let
           maxDelayMs = 30000;
           maxAttempts = 10;
           keyAttempts = 2;
+          keyFetchDeadline = null;
         }
         && tj.prefs
         == {
