@@ -29,7 +29,7 @@ for combo in "${combos[@]}"; do
   case $combo in *+go1.27.3) toolchain=go1.27.3; combo=${combo%+go1.27.3} ;; esac
   ts=${combo%/*} hs=${combo#*/}
   echo "==> tailscale $ts, headscale $hs${toolchain:+ (GOTOOLCHAIN=$toolchain)}" >&2
-  if ! bin=$(TAILJOIN_TAILSCALE_VERSION=$ts TAILJOIN_HEADSCALE_VERSION=$hs ${toolchain:+GOTOOLCHAIN=$toolchain} \
+  if ! bin=$(env TAILJOIN_TAILSCALE_VERSION="$ts" TAILJOIN_HEADSCALE_VERSION="$hs" ${toolchain:+GOTOOLCHAIN=$toolchain} \
       nice -n 10 tests/peers/build.sh 2>"$out/build-$ts-$hs.log" | tail -n1); then
     printf '{"tailscale":"%s","headscale":"%s","toolchain":"%s","build":"failed","detail":%s}\n' "$ts" "$hs" "$toolchain" \
       "$(tail -n 5 "$out/build-$ts-$hs.log" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" >>"$results"
@@ -50,5 +50,10 @@ PY
     tail -n1 "$log" >&2
   done
 done
+# TAILJOIN_MATRIX_MERGE=FILE: earlier results (JSON lines) to render together with this run's.
+if [ -n "${TAILJOIN_MATRIX_MERGE:-}" ]; then
+  cat "$TAILJOIN_MATRIX_MERGE" "$results" >"$out/merged.jsonl"
+  results=$out/merged.jsonl
+fi
 python3 tests/matrix_report.py "$results" "tests/matrix.sh${*:+ $*}" >docs/VERSION-MATRIX.md
 echo "wrote docs/VERSION-MATRIX.md (logs in $out)" >&2
