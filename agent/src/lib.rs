@@ -9,6 +9,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod fs_read;
+pub mod fs_write;
 pub mod http_client;
 pub mod localapi;
 pub mod logging;

@@ -7,7 +7,6 @@ use super::policy::Refusal;
 use ring::rand::SecureRandom;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,34 +24,6 @@ pub fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Writes `bytes` to `path` so a reader sees the old or the new content, never a mix, and the
-/// new content survives a crash once this returns.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Reads a file that may not exist yet (`Ok(None)`).
@@ -98,7 +69,7 @@ impl BootStore {
             tokens: self.tokens.entries(),
         };
         let text = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &text, 0o600)
+        crate::fs_write::write_atomic(&self.path, &text, 0o600)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 

@@ -4,8 +4,9 @@
 //! `netboot-approved.json` (written by the CLI only). The server re-reads the approved list on
 //! every boot request, so an approval or revocation takes effect without a restart.
 
-use super::boot_store::{read_optional, write_atomic};
+use super::boot_store::read_optional;
 use super::config::normalize_mac;
+use crate::fs_write::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

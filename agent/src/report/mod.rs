@@ -178,7 +178,7 @@ impl Reporter {
 
     fn write_textfile(&mut self, text: &str) {
         let Some(path) = &self.textfile else { return };
-        if let Err(e) = status_file::write_atomically(path, text.as_bytes()) {
+        if let Err(e) = crate::fs_write::write_atomic(path, text.as_bytes(), 0o644) {
             if !self.textfile_warned {
                 self.textfile_warned = true;
                 tracing::warn!("cannot write the metrics textfile {}: {e}", path.display());

@@ -4,8 +4,6 @@
 use crate::decide::Phase;
 use crate::state::NodeFacts;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "status.json";
@@ -39,40 +37,17 @@ pub struct ErrorReport {
     pub message: String,
 }
 
-/// Replaces `path` with `bytes` atomically (a temporary file in the same directory, then a
-/// rename), mode 0644: for files without secrets that others read (the metrics textfile).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-}
-
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
 
-/// Writes `report` to `<state_dir>/status.json` atomically, mode 0644 (it holds no secret).
+/// Writes `report` to `<state_dir>/status.json` atomically, mode 0644: it holds no secret and
+/// `tailjoin status` must work for unprivileged users, even under the unit's UMask=0077.
 pub fn write(state_dir: &Path, report: &StatusReport) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    // Readable by all (it holds no secret) even under the unit's UMask=0077, so that
-    // `tailjoin status` works for unprivileged users.
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    serde_json::to_writer_pretty(&mut f, report)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path_in(state_dir))
+    let mut text = serde_json::to_vec_pretty(report)?;
+    text.push(b'\n');
+    crate::fs_write::write_atomic(&path_in(state_dir), &text, 0o644)
 }
 
 pub fn read(state_dir: &Path) -> Result<StatusReport, String> {
