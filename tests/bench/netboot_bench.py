@@ -78,30 +78,14 @@ def ready_us(variant: str, boot) -> tuple[int, dict]:
     return int(show.get("ExecMainExitTimestampMonotonic") or 0), show
 
 
-def make_provisioner(test_boot, workdir: Path, tls, hs, image: Path, macs: list[str]):
-    class BenchNetbootProvisioner(test_boot.HostProvisioner):
-        def __init__(self):
-            super().__init__(workdir, tls, hs, macs=macs, tokens={})
-            (self.creds / "boot-tokens").unlink()
-            self.plain_port = peers.free_port()
-            # qemu's user network reaches the host from 127.0.0.1
-            self.config["allow"] = {"macs": macs, "networks": ["127.0.0.0/8"]}
-            self.config["netboot"] = {
-                "listen": f"127.0.0.1:{self.plain_port}",
-                "key_url": self.guest_url(),
-                "kernel": str(image / "vmlinuz"),
-                "initrds": [str(image / "netboot-initrd.img")],
-                "cmdline": CMDLINE,
-                "token_ttl_secs": 300,
-                "retry_secs": 5,
-            }
-            self.config_path.write_text(json.dumps(self.config, indent=1) + "\n")
-
-        @property
-        def boot_url(self) -> str:
-            return f"http://{test_boot.GuestHeadscale.GUEST_HOST}:{self.plain_port}/v1/boot.ipxe"
-
-    return BenchNetbootProvisioner()
+def make_provisioner(workdir: Path, tls, hs, image: Path, macs: list[str]):
+    """The boot test's netboot provisioner (tests/boot/test_netboot.py), with this bench's
+    kernel command line."""
+    try:
+        from test_netboot import NetbootProvisioner
+    except Exception as e:  # noqa: BLE001 (any import failure is reported in words)
+        raise BenchError(f"cannot import tests/boot/test_netboot.py: {e}") from e
+    return NetbootProvisioner(workdir, tls, hs, image, macs, cmdline=CMDLINE)
 
 
 def one_boot(netboot_vm, run_boot, variant: str, run_dir: Path, mac: str, boot_url: str) -> dict:
@@ -169,7 +153,7 @@ def run(work: Path, runs: int, log=print) -> dict:
         macs = {v: [f"52:54:00:7b:{k:02x}:{i:02x}" for i in range(runs)] for k, v in enumerate(VARIANTS)}
         prov = {}
         for v in VARIANTS:
-            p = make_provisioner(test_boot, work / f"provisioner-{v}", tls, hs, images[v], macs[v])
+            p = make_provisioner(work / f"provisioner-{v}", tls, hs, images[v], macs[v])
             provs.append(p)
             prov[v] = _guard(f"tailjoin provision ({v})", p.start)
         boots: dict[str, list] = {v: [] for v in VARIANTS}

@@ -36,6 +36,8 @@ from test_boot import (  # noqa: F401  (fixtures shared with the disk-image boot
     selected,
 )
 
+import peers  # noqa: E402  (tests/real_peers, put on sys.path by test_boot)
+
 pytestmark = pytest.mark.skipif(not selected("netboot"), reason="not in TAILJOIN_BOOT_SCENARIOS")
 
 # The approved machine, and one that nobody approved.
@@ -76,17 +78,18 @@ class NetbootProvisioner(HostProvisioner):
     on one port, plain-HTTP boot scripts and files for the firmware on another (the ROM has no
     TLS). No pre-shared tokens: the provisioner issues one per boot."""
 
-    def __init__(self, workdir: Path, tls, headscale, image: Path, macs: list[str]):
+    def __init__(self, workdir: Path, tls, headscale, image: Path, macs: list[str],
+                 cmdline: str = GUEST_CMDLINE):
         super().__init__(workdir, tls, headscale, macs=macs, tokens={})
         (self.creds / "boot-tokens").unlink()
-        self.plain_port = run_boot_free_port()
+        self.plain_port = peers.free_port()
         self.config["allow"] = {"macs": macs, "networks": ["127.0.0.0/8"]}
         self.config["netboot"] = {
             "listen": f"127.0.0.1:{self.plain_port}",
             "key_url": self.guest_url(),
             "kernel": str(image / "vmlinuz"),
             "initrds": [str(image / "netboot-initrd.img")],
-            "cmdline": GUEST_CMDLINE,
+            "cmdline": cmdline,
             "token_ttl_secs": 300,
             "retry_secs": 5,
         }
@@ -100,11 +103,6 @@ class NetbootProvisioner(HostProvisioner):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
         return subprocess.run([os.environ["TAILJOIN_BIN"], "provision", f"--config={self.config_path}", *args],
                               capture_output=True, text=True, env=env, timeout=60)
-
-
-def run_boot_free_port() -> int:
-    import peers
-    return peers.free_port()
 
 
 def node_for(hs, boot: netboot_vm.Boot) -> dict | None:
