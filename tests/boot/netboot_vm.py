@@ -39,11 +39,7 @@ class Boot:
     checks: dict[str, str] = field(default_factory=dict)
 
     def show(self, name: str = "show") -> dict[str, str]:
-        out = {}
-        for line in self.sections.get(name, "").splitlines():
-            k, _, v = line.partition("=")
-            out[k] = v
-        return out
+        return run_boot.key_values(self.sections.get(name, ""))
 
 
 def split_boots(text: str) -> list[Boot]:

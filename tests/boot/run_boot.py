@@ -98,11 +98,7 @@ class BootResult:
         return read_text(self.run_dir / "console.log")
 
     def show(self, name: str = "show") -> dict[str, str]:
-        out = {}
-        for line in self.sections.get(name, "").splitlines():
-            k, _, v = line.partition("=")
-            out[k] = v
-        return out
+        return key_values(self.sections.get(name, ""))
 
     def journal(self) -> list[dict]:
         entries = []
@@ -111,6 +107,15 @@ class BootResult:
             if line:
                 entries.append(json.loads(line))
         return entries
+
+
+def key_values(text: str) -> dict[str, str]:
+    """A section of KEY=VALUE lines (`systemctl show`, the collector's checks) as a dict."""
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition("=")
+        out[k] = v
+    return out
 
 
 def read_text(path: Path) -> str:
