@@ -307,7 +307,7 @@ impl Agent {
             tracing::debug!(?action, "action");
             match &action {
                 Action::Watch(Phase::Joining) | Action::Watch(Phase::Retrying) => {}
-                Action::Join => {}
+                Action::Join | Action::KeepWaiting { .. } => {}
                 _ => self.join_deadline = None,
             }
             if !matches!(
@@ -352,6 +352,10 @@ impl Agent {
                         }),
                         joins: self.machine.joins(),
                     });
+                    None
+                }
+                Action::KeepWaiting { reason, attempts } => {
+                    self.keep_waiting(reason, attempts);
                     None
                 }
                 Action::GiveUp {
@@ -410,6 +414,11 @@ impl Agent {
         drop(key);
         match outcome {
             Ok(()) => {
+                tracing::info!(
+                    "submitted the key to tailscaled (attempt {}); waiting up to {}s for Running",
+                    self.machine.attempt(),
+                    self.settings.join_timeout.as_secs()
+                );
                 self.join_deadline = Some(Instant::now() + self.settings.join_timeout);
                 Ok(None)
             }
@@ -418,6 +427,34 @@ impl Agent {
                 transient: e.is_transient(),
             })),
         }
+    }
+
+    /// The join timeout passed while tailscaled still holds the submitted key and keeps trying:
+    /// say so and wait another join timeout, without submitting the key again.
+    fn keep_waiting(&mut self, reason: String, attempts: u32) {
+        let timeout = self.settings.join_timeout;
+        self.join_deadline = Some(Instant::now() + timeout);
+        let server = self
+            .settings
+            .login_server
+            .as_deref()
+            .unwrap_or("the Tailscale control server");
+        self.reporter.transition(Transition {
+            phase: Phase::Joining,
+            summary: format!(
+                "{reason} (attempt {attempts} of {}); tailscaled keeps trying {server} with the \
+                 key it was given, which is not submitted again; waiting another {}s",
+                self.settings.retry.max_attempts,
+                timeout.as_secs()
+            ),
+            backend: self.machine.backend(),
+            node: None,
+            error: Some(ErrorReport {
+                kind: FailureKind::JoinTimeout.name().to_owned(),
+                message: reason,
+            }),
+            joins: self.machine.joins(),
+        });
     }
 
     /// Reports Running, unless tailscaled's status shows the control server wants a new login
@@ -513,6 +550,17 @@ impl Agent {
                 None,
             ),
             Phase::Joining => match (self.machine.last_join_error(), self.machine.last_failure()) {
+                (e, Some((FailureKind::JoinTimeout, reason))) if self.machine.join_in_flight() => (
+                    format!(
+                        "waiting for {server}: {reason}; tailscaled keeps trying with the key it \
+                         was given{}",
+                        e.map(|e| format!(" and reports: {e}")).unwrap_or_default()
+                    ),
+                    Some(ErrorReport {
+                        kind: FailureKind::JoinTimeout.name().to_owned(),
+                        message: reason.to_owned(),
+                    }),
+                ),
                 (Some(e), _) => (
                     format!(
                         "joining {server} (attempt {}); tailscaled reports: {e}",
