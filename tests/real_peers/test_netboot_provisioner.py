@@ -91,6 +91,13 @@ def nb_get(prov, path: str, headers: dict | None = None, method: str = "GET") ->
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
+def sleep_secs(script: str) -> int:
+    """The delay a refusal script's `sleep` line asks for."""
+    found = [int(l.split()[1]) for l in script.splitlines() if l.startswith("sleep ")]
+    assert len(found) == 1, script
+    return found[0]
+
+
 def ipxe(prov, mac: str | None = None, attempt: int | None = None) -> str:
     q = "" if mac is None else f"?mac={mac}" + ("" if attempt is None else f"&attempt={attempt}")
     status, headers, body = nb_get(prov, "/v1/boot.ipxe" + q)
@@ -168,9 +175,13 @@ def test_ipxe_boot_enrolment_files_and_the_real_agent_joining_once(
         lines = refusal.splitlines()
         assert lines[1].startswith("echo tailjoin: ") and mac in lines[1], refusal
         assert f"tailjoin provision approve {mac}" in lines[1]
-        assert "sleep 30" in lines and lines[-1] == f"chain {prov.nb_url}/v1/boot.ipxe?mac={mac}&attempt=1"
+        # retry_secs 30, doubling per attempt, each spread over 75-125 % (jitter).
+        assert 22 <= sleep_secs(refusal) <= 38, refusal
+        assert lines[-1] == f"chain {prov.nb_url}/v1/boot.ipxe?mac={mac}&attempt=1"
         retry = ipxe(prov, mac, attempt=1)
-        assert "sleep 60" in retry.splitlines() and retry.endswith("&attempt=2\n")
+        assert 45 <= sleep_secs(retry) <= 75 and retry.endswith("&attempt=2\n"), retry
+        spread = {sleep_secs(ipxe(prov, mac)) for _ in range(12)}
+        assert len(spread) > 1, f"12 refusals all said sleep {spread}: no jitter"
         for text in (refusal, retry):
             assert "boot_token" not in text and "kernel " not in text
         assert pending_macs(prov) == [mac]
@@ -321,7 +332,7 @@ def test_network_and_rate_limit_refusals_are_explained_on_the_console(headscale,
     try:
         text = ipxe(outside, mac)
         assert "none of the provisioner's allow.networks" in text and mac in text, text
-        assert "sleep 30" in text and "boot_token" not in text
+        assert 22 <= sleep_secs(text) <= 38 and "boot_token" not in text, text
         assert nb_get(outside, f"/v1/boot/{mac}")[0] == 403
         assert nb_get(outside, "/healthz")[:1] == (200,)
         assert nb_get(outside, f"/v1/boot.ipxe?mac={mac}", method="HEAD")[0] == 405, "a HEAD issues nothing"
@@ -467,4 +478,72 @@ def test_a_key_request_abandoned_mid_mint_frees_its_token(tmp_path, headscale, b
             time.sleep(1)
         assert seen[-1] == 200, f"the abandoned request burnt the token: {seen}\n{prov.log()[-3000:]}"
     finally:
+        proxy.close()
+
+
+def test_mints_are_admitted_a_few_at_a_time_and_a_full_queue_is_answered_503(
+        tmp_path, headscale, boot_files):
+    """Mint admission control (found by the boot-storm benchmark, docs/BENCHMARKS.md §6): at most
+    rate_limit.concurrent_mints mint calls are in flight; other key requests wait their turn, and
+    one that waits longer than rate_limit.mint_queue_secs gets 503 with Retry-After, mints
+    nothing, and keeps its boot token for the retry."""
+    import concurrent.futures
+    proxy = SlowProxy(headscale.port, delay=1.5)
+    try:
+        prov = start_netboot_provisioner(
+            tmp_path, headscale, boot_files, netboot={"require_approval": False},
+            rate_limit={**GENEROUS, "concurrent_mints": 1, "mint_queue_secs": 60},
+            mint={"headscale": {"url": f"http://127.0.0.1:{proxy.port}", "allow_plain_http": True,
+                                "api_key": {"credential": "headscale-api-key"}}})
+        macs = [f"52:54:00:ad:00:{i:02x}" for i in range(4)]
+        tokens = {mac: issue(prov, mac)["token"] for mac in macs}
+        before = len(headscale.preauth_keys())
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(macs)) as pool:
+            results = list(pool.map(lambda m: post_key(prov, tokens[m], [m]), macs))
+        elapsed = time.monotonic() - started
+        assert [s for s, _ in results] == [200] * 4, results
+        # One at a time: four mints held back 1.5 s each cannot finish in under 6 s (in parallel
+        # they take about 1.5 s); a slower machine only makes this larger.
+        assert elapsed >= 4 * 1.5, f"mints overlapped: all four keys in {elapsed:.1f}s"
+        assert len(headscale.preauth_keys()) - before == 4
+        assert "for a turn to mint" in prov.log(), prov.log()[-2000:]
+    finally:
+        prov.stop()
+        proxy.close()
+
+    proxy = SlowProxy(headscale.port, delay=4.0)
+    try:
+        prov = start_netboot_provisioner(
+            tmp_path, headscale, boot_files, name="queue", netboot={"require_approval": False},
+            rate_limit={**GENEROUS, "concurrent_mints": 1, "mint_queue_secs": 1},
+            mint={"headscale": {"url": f"http://127.0.0.1:{proxy.port}", "allow_plain_http": True,
+                                "api_key": {"credential": "headscale-api-key"}}})
+        macs = [f"52:54:00:ad:01:{i:02x}" for i in range(3)]
+        tokens = {mac: issue(prov, mac)["token"] for mac in macs}
+        before = len(headscale.preauth_keys())
+
+        def ask(mac):
+            status, headers, body = prov.request(
+                "POST", body={"hostname": "queued", "mac_addresses": [mac]}, token=tokens[mac])
+            if status == 200:
+                MINTED.append(json.loads(body)["key"])
+            return mac, status, headers, body
+
+        with concurrent.futures.ThreadPoolExecutor(len(macs)) as pool:
+            results = list(pool.map(ask, macs))
+        statuses = sorted(s for _, s, _, _ in results)
+        assert statuses == [200, 503, 503], results
+        for mac, status, headers, body in results:
+            if status == 503:
+                assert int(headers["retry-after"]) >= 1, headers
+                assert "busy" in body, body
+        assert len(headscale.preauth_keys()) - before == 1, "a request turned away minted a key"
+        assert "mint queue full" in prov.log()
+        # Turned away, a machine keeps its boot token: asked again, it gets its key.
+        for mac, status, _, _ in results:
+            if status == 503:
+                assert post_key(prov, tokens[mac], [mac])[0] == 200
+    finally:
+        prov.stop()
         proxy.close()

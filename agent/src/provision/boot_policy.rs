@@ -125,9 +125,51 @@ pub fn backoff_secs(first: u64, attempt: u32) -> u64 {
         .min(cap)
 }
 
+/// Spreads a retry delay over 75–125 % of itself (`unit` in [0, 1), from a random source), at
+/// least 1 s: after a power cut, machines refused together must not come back together. The
+/// doubling and the cap stay what the documentation says on average.
+pub fn jittered_secs(secs: u64, unit: f64) -> u64 {
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    ((secs as f64) * (0.75 + 0.5 * unit)).round().max(1.0) as u64
+}
+
+/// [`backoff_secs`] with jitter from the system's random generator (the middle if it fails).
+pub fn retry_delay_secs(first: u64, attempt: u32) -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let unit = match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.5,
+    };
+    jittered_secs(backoff_secs(first, attempt), unit).min(super::netboot_config::MAX_RETRY_SECS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_a_delay_over_three_quarters_to_five_quarters() {
+        assert_eq!(jittered_secs(40, 0.0), 30);
+        assert_eq!(jittered_secs(40, 0.5), 40);
+        assert_eq!(jittered_secs(40, 0.999_999), 50);
+        assert_eq!(jittered_secs(1, 0.0), 1);
+        assert_eq!(jittered_secs(0, 0.7), 1);
+        assert_eq!(jittered_secs(40, f64::NAN), 40);
+        assert_eq!(jittered_secs(40, 7.0), 50);
+    }
+
+    #[test]
+    fn retry_delays_of_a_refused_fleet_are_spread_out() {
+        let delays: std::collections::HashSet<u64> =
+            (0..200).map(|_| retry_delay_secs(30, 0)).collect();
+        assert!(delays.iter().all(|d| (22..=38).contains(d)), "{delays:?}");
+        assert!(delays.len() >= 8, "200 machines got only {delays:?}");
+    }
     use crate::provision::config::Cidr;
     use crate::provision::enrol::Approval;
 

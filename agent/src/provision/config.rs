@@ -1,5 +1,6 @@
 //! The provisioner's configuration: raw JSON (deny unknown fields) → validated [`Settings`].
 
+use super::admission::AdmissionSettings;
 use super::netboot_config::{NetbootSettings, RawNetboot};
 use crate::config::{LogLevel, RawTokenSource, TokenSource, invalid, validate_credential_or_file};
 use crate::error::ConfigError;
@@ -68,6 +69,10 @@ pub struct RawRateLimit {
     pub per_minute: Option<u32>,
     pub burst: Option<u32>,
     pub per_client_per_minute: Option<u32>,
+    /// Mint calls in flight at most; other key requests wait their turn [default: 4].
+    pub concurrent_mints: Option<u32>,
+    /// How long a key request waits for its turn before a 503 with Retry-After [default: 20].
+    pub mint_queue_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,7 @@ pub struct Settings {
     pub allow: AllowRules,
     pub boot_tokens: Option<TokenSource>,
     pub rate_limit: RateLimit,
+    pub admission: AdmissionSettings,
     pub state_dir: PathBuf,
     pub audit_log: PathBuf,
     pub log_level: LogLevel,
@@ -334,6 +340,24 @@ impl RawProvisionConfig {
                 ));
             }
         }
+        let admission = AdmissionSettings {
+            concurrent_mints: rl.concurrent_mints.unwrap_or(4),
+            queue_wait: Duration::from_secs(rl.mint_queue_secs.unwrap_or(20)),
+        };
+        if !(1..=64).contains(&admission.concurrent_mints) {
+            return Err(invalid(
+                "rate_limit.concurrent_mints",
+                format!("{} is out of range", admission.concurrent_mints),
+                "use 1 to 64 (mint calls in flight at once; the default 4 suits one headscale)",
+            ));
+        }
+        if !(1..=300).contains(&admission.queue_wait.as_secs()) {
+            return Err(invalid(
+                "rate_limit.mint_queue_secs",
+                format!("{} is out of range", admission.queue_wait.as_secs()),
+                "use 1 to 300 (keep it below the machines' key request timeout, 30 s by default)",
+            ));
+        }
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
@@ -384,6 +408,7 @@ impl RawProvisionConfig {
             },
             boot_tokens,
             rate_limit,
+            admission,
             state_dir,
             audit_log,
             log_level,

@@ -7,6 +7,7 @@
 //! secret handling), and costs the binary only a small HTTP server.
 
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod boot_issue;
 pub mod boot_policy;
@@ -263,6 +264,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let prov = Arc::new(Provisioner {
         limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
         boot_limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
+        admission: admission::MintAdmission::new(settings.admission),
         audit: audit::AuditLog::new(settings.audit_log.clone()),
         tokens: tokens.map(Mutex::new),
         issued: issued.map(Mutex::new),

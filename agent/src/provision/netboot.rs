@@ -6,7 +6,7 @@
 //! token).
 
 use super::audit::AuditLine;
-use super::boot_policy::{BootRefusal, backoff_secs, decide};
+use super::boot_policy::{BootRefusal, decide, retry_delay_secs};
 use super::ipxe::{Boot, boot_script, chain_script, pixiecore_doc, refusal_script, safe_host};
 use super::netboot_config::NetbootSettings;
 use super::range::{RangeReq, parse_range};
@@ -189,7 +189,7 @@ impl Provisioner {
                         ),
                         &mac,
                         attempt,
-                        backoff_secs(nb.retry_secs, attempt),
+                        retry_delay_secs(nb.retry_secs, attempt),
                     )),
                     Via::Pixiecore => text(500, "cannot issue a boot token"),
                 };
@@ -218,7 +218,7 @@ impl Provisioner {
             key_url: &nb.key_url,
             initrds: nb.initrds.len(),
             token: &token,
-            retry_secs: nb.retry_secs,
+            retry_secs: retry_delay_secs(nb.retry_secs, 0),
         };
         match via {
             Via::Ipxe { .. } => script(boot_script(&b).expose_secret().to_owned()),
@@ -312,7 +312,7 @@ impl Provisioner {
                 &refusal.console_line(),
                 &shown,
                 attempt,
-                backoff_secs(nb.retry_secs, attempt),
+                retry_delay_secs(nb.retry_secs, attempt),
             )),
             // pixiecore ignores a machine on any answer but 200.
             Via::Pixiecore => {

@@ -2,6 +2,7 @@
 //! identity), `GET /healthz`. Each request is rate-limited, checked against the allowlists and
 //! boot tokens, answered with a freshly minted key, and written to the audit log.
 
+use super::admission::MintAdmission;
 use super::audit::{AuditLine, AuditLog};
 use super::boot_issue::IssuedReservation;
 use super::boot_policy::mac_still_allowed;
@@ -39,6 +40,8 @@ pub struct Provisioner {
     pub issued: Option<Mutex<BootStore>>,
     pub boot_limiter: Mutex<RateLimiter>,
     pub pending: Option<Mutex<Pending>>,
+    /// A few mints at a time; the other key requests wait their turn.
+    pub admission: MintAdmission,
 }
 
 /// The token a request holds while its key is minted.
@@ -241,6 +244,40 @@ impl Provisioner {
         };
         let label = held.label();
 
+        // Wait for a turn to mint. A client that gives up meanwhile drops this future: the guard
+        // gives its token back and nothing is minted.
+        let turn = match self.admission.admit().await {
+            Ok(turn) => turn,
+            Err(busy) => {
+                held.release();
+                tracing::warn!(
+                    tailjoin_client = %client,
+                    "mint queue full: {} waited {}s for a turn ({} more waiting); answered 503, retry in {}s",
+                    ident.hostname_for_log(),
+                    self.settings.admission.queue_wait.as_secs(),
+                    busy.waiting,
+                    busy.retry_after.as_secs()
+                );
+                let mut r = text(
+                    503,
+                    "busy: too many machines are getting keys at once; retry later",
+                );
+                if let Ok(v) = busy.retry_after.as_secs().to_string().parse() {
+                    r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        };
+        if turn.waited >= Duration::from_secs(1) {
+            tracing::info!(
+                tailjoin_client = %client,
+                "{} waited {:.1}s for a turn to mint ({} still waiting)",
+                ident.hostname_for_log(),
+                turn.waited.as_secs_f64(),
+                turn.behind
+            );
+        }
+
         let request = MintRequest {
             tags: self.settings.tags.clone(),
             ephemeral: self.settings.ephemeral,
@@ -256,6 +293,7 @@ impl Provisioner {
         {
             Ok(m) => m,
             Err(f) => {
+                drop(turn);
                 held.release();
                 tracing::error!(
                     tailjoin_client = %client,
@@ -276,6 +314,7 @@ impl Provisioner {
             }
         };
 
+        drop(turn);
         if let Err(e) = held.commit() {
             tracing::error!("not handing out key {}: {e}", minted.id);
             return text(500, "internal error: cannot record the boot token as used");
