@@ -229,6 +229,7 @@ image_key=$( {
   sha256sum "$agent" "$peers/tailscaled" "$peers/tailscale" "$config" "$tmpdir/tailjoin.service" | cut -d' ' -f1
   [ -z "$prov_ca" ] || sha256sum "$prov_ca" | cut -d' ' -f1
   hash_files guest/image
+  [ ! -d "$peers/systemd" ] || sha256sum "$peers"/systemd/* | cut -d' ' -f1
   sed -n '/^# >>> image stage/,/^# <<< image stage/p' "$0"
 } | sha256sum | cut -c1-16)
 out=$cache/images/$image_key
@@ -247,6 +248,12 @@ build_image() {
   install -D -m 0644 "$config" "$r/etc/tailjoin/config.json"
   install -D -m 0644 "$tmpdir/tailjoin.service" "$r/etc/systemd/system/tailjoin.service"
   cp -a "$here/guest/image/." "$r/"
+  # tailscale's own tailscale-online.target and tailscale-wait-online.service, unchanged, as a
+  # distribution package installs them (their ExecStart is /usr/bin/tailscale).
+  if [ -d "$peers/systemd" ]; then
+    install -m 0644 "$peers"/systemd/* "$r/etc/systemd/system/"
+    ln -sfn /usr/local/bin/tailscale "$r/usr/bin/tailscale"
+  fi
   # The provisioner's CA certificate (public) for the kernel_cmdline source's ca_file.
   [ -z "$prov_ca" ] || install -D -m 0644 "$prov_ca" "$r/etc/tailjoin/prov-ca.pem"
   if [ "$encrypted" = 1 ]; then
@@ -265,7 +272,7 @@ build_image() {
     || die "the agent $agent does not run in Debian $suite: $(cat "$stage/agent-check.log"); build it on $suite or link it statically"
   chown -R 0:0 "$r/usr/local" "$r/etc/tailjoin" "$r/etc/systemd/system"
   # The benchmark's baseline: the seed's oneshot with its key in the image, and no tailjoin.
-  local units="tailscaled.service tailjoin.service tailjoin-collect.service tailjoin-test-late-tailscaled.service"
+  local units="tailscaled.service tailjoin.service tailjoin-collect.service tailjoin-test-late-tailscaled.service tailjoin-test-online-user.service tailjoin-test-after-tailjoin.service"
   if [ -n "$seed_key" ]; then
     units="tailscaled.service tailscale-autoconnect.service tailjoin-collect.service"
     install -D -m 0600 "$seed_key" "$r/etc/tailscale/authkey"

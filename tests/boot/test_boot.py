@@ -478,6 +478,29 @@ def test_normal_boot(image, headscale, out_root):
     cred = res.show("unit-credential")
     assert cred.get("LoadCredential") == 'a(ss) 1 "tailscale-auth-key" "tailscale-auth-key"', cred
     assert cred.get("LoadCredentialEncrypted") == "a(ss) 0", cred
+    assert_tailnet_users_waited_for_tailjoin(res)
+
+
+def assert_tailnet_users_waited_for_tailjoin(res: run_boot.BootResult):
+    """The two documented ways a service waits for the tailnet, in a real systemd: ordering
+    after tailjoin.service, or after tailscale's own tailscale-online.target (from the pinned
+    tailscale's source, as a package installs it), which tailjoin's unit is ordered before.
+    Each user must start only once tailjoin is READY, and find the node Running."""
+    users = res.show("tailnet-users")
+    assert users.get("tailscale-online.target.fragment") == "/etc/systemd/system/tailscale-online.target", users
+    assert users.get("tailjoin.before", "").split().count("tailscale-online.target") == 1, users
+    ready_us = int(users.get("tailjoin.active_enter_us") or 0)
+    assert ready_us > 0, users
+    target_us = int(users.get("tailscale-online.target.active_enter_us") or 0)
+    assert users.get("tailscale-online.target.active_state") == "active", users
+    assert target_us >= ready_us, f"tailscale-online.target reached before tailjoin was READY: {users}"
+    for name in ("online-user", "after-tailjoin"):
+        assert f"{name}.missing" not in users, f"{name} never ran: {users}"
+        assert users.get(f"{name}.tailjoin_active_state") == "active", users
+        assert users.get(f"{name}.backend_state") == "Running", users
+        assert users.get(f"{name}.tailscale_ips", "").startswith("100."), users
+        started_us = float(users[f"{name}.uptime"]) * 1e6
+        assert started_us >= ready_us, f"{name} started before tailjoin was READY: {users}"
 
 
 @pytest.mark.skipif(not selected("tailscaled-late"), reason="not in TAILJOIN_BOOT_SCENARIOS")

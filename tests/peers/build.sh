@@ -39,8 +39,24 @@ build() { # build <dir> <module> <version> <package path inside the module>
   echo "$mod/$pkg@$ver" >"$dir/.$name.done"
 }
 
+# tailscale's own systemd units for waiting on the tailnet (`tailscale wait`; v1.100.0 has them),
+# copied beside the binaries for the boot image; nothing is copied when a release has none.
+units() { # units <dir> <version>
+  local dir=$1 ver=$2 src f
+  [ "$(cat "$dir/.units.done" 2>/dev/null)" = "tailscale.com@$ver" ] && return 0
+  src=$(go mod download -json "tailscale.com@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$src" ] && [ -d "$src" ] || die "go mod download tailscale.com@$ver failed (see above)"
+  rm -rf "$dir/systemd"
+  for f in tailscale-online.target tailscale-wait-online.service; do
+    [ -f "$src/cmd/tailscaled/$f" ] || continue
+    install -D -m 0644 "$src/cmd/tailscaled/$f" "$dir/systemd/$f"
+  done
+  echo "tailscale.com@$ver" >"$dir/.units.done"
+}
+
 build "$out" tailscale.com "$TAILSCALE_VERSION" cmd/tailscaled
 build "$out" tailscale.com "$TAILSCALE_VERSION" cmd/tailscale
 build "$out" github.com/juanfont/headscale "$HEADSCALE_VERSION" cmd/headscale
+units "$out" "$TAILSCALE_VERSION"
 
 echo "$out"
