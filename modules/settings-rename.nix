@@ -1,9 +1,10 @@
 # Keeps an option that used to retype one of the agent's (or the provisioner's) settings working
 # after it became part of `settings`: its definitions are forwarded to
-# services.<service>.settings.<to> (with their priority; `null`, which meant "the default", is
-# dropped) and a warning names the new place. lib.mkRenamedOptionModule cannot do this: it gives
-# the old option the new option's type, and a path inside a freeform `settings` has none (it
-# would be `submodule {}`, which refuses a number or a string).
+# services.<service>.settings.<to> with their priority, and a warning names the new place.
+# Unlike lib.mkRenamedOptionModule, which can forward into a freeform path too: an old `null`,
+# which meant "the default", is dropped rather than written into the JSON; reading the old
+# option gives the setting, or null when it is unset (mkRenamedOptionModule aborts there); and a
+# setting can apply only in some configurations (`onlyIf`).
 {lib}: {
   mkSettingsRename = {
     service,

@@ -160,7 +160,7 @@ in {
         initrds = map toString image.initrds;
         inherit (image) cmdline;
       }
-      // lib.mapAttrs (_: lib.mkDefault) {
+      // lib.mapAttrs (_: lib.mkOptionDefault) {
         # A boot token seen on the wire (the boot script travels in clear text) is worth at
         # most one key, for that MAC, for this long.
         token_ttl_secs = 300;

@@ -101,16 +101,17 @@ in {
 
   config = lib.mkIf cfg.enable {
     services.tailjoin-provisioner.settings = {
-      # The provisioner's defaults, written out; any of them may be set in settings.
-      tags = lib.mkDefault [];
-      ephemeral = lib.mkDefault true;
-      key_expiry_secs = lib.mkDefault 300;
-      rate_limit = lib.mapAttrs (_: lib.mkDefault) {
+      # The provisioner's defaults, written out; any of them may be set in settings (with the
+      # priority of an option's default, so that even a setting given with mkDefault wins).
+      tags = lib.mkOptionDefault [];
+      ephemeral = lib.mkOptionDefault true;
+      key_expiry_secs = lib.mkOptionDefault 300;
+      rate_limit = lib.mapAttrs (_: lib.mkOptionDefault) {
         per_minute = 60;
         burst = 10;
         per_client_per_minute = 6;
       };
-      log_level = lib.mkDefault "info";
+      log_level = lib.mkOptionDefault "info";
       allow = lib.optionalAttrs (cfg.allow.bootTokens != null) {boot_tokens = refJSON cfg.allow.bootTokens;};
       tls = lib.mkIf (cfg.tls != null) (lib.filterAttrs (_: v: v != null) {
         cert_file = lib.mapNullable toString cfg.tls.certFile;

@@ -224,7 +224,7 @@ in {
 
     services.tailjoin = {
       settings.health = lib.mkIf (pushing || reporters != {}) (
-        lib.mapAttrs (_: lib.mkDefault) (lib.optionalAttrs pushing pushDefaults) // reporters
+        lib.mapAttrs (_: lib.mkOptionDefault) (lib.optionalAttrs pushing pushDefaults) // reporters
       );
       internal = {
         credentials = lib.filter (c: c != null) (map (r: refCredential r.ref) healthRefs);

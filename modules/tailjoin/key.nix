@@ -320,7 +320,7 @@ in {
       settings =
         {
           # Sources that mint keys default to an ephemeral node; a pre-made key cannot be one.
-          ephemeral = lib.mkDefault minting;
+          ephemeral = lib.mkOptionDefault minting;
         }
         // lib.optionalAttrs (keyJSON != null) {auth_key = keyJSON;}
         // lib.optionalAttrs (cfg.loginServer != null) {login_server = cfg.loginServer;};

@@ -97,10 +97,11 @@ in {
 
   config = lib.mkIf cfg.enable {
     services.tailjoin.settings = {
-      # The agent's defaults, written out; any of them may be set in settings.
-      socket = lib.mkDefault "/var/run/tailscale/tailscaled.sock";
-      advertise_tags = lib.mkDefault [];
-      prefs = lib.mapAttrs (_: lib.mkDefault) {
+      # The agent's defaults, written out; any of them may be set in settings (with the priority
+      # of an option's default, so that even a setting given with mkDefault wins).
+      socket = lib.mkOptionDefault "/var/run/tailscale/tailscaled.sock";
+      advertise_tags = lib.mkOptionDefault [];
+      prefs = lib.mapAttrs (_: lib.mkOptionDefault) {
         accept_routes = false;
         accept_dns = true;
         shields_up = false;
@@ -108,15 +109,15 @@ in {
         advertise_exit_node = false;
         ssh = false;
       };
-      on_stopped = lib.mkDefault "resume";
-      join_timeout_secs = lib.mkDefault 60;
-      retry = lib.mapAttrs (_: lib.mkDefault) {
+      on_stopped = lib.mkOptionDefault "resume";
+      join_timeout_secs = lib.mkOptionDefault 60;
+      retry = lib.mapAttrs (_: lib.mkOptionDefault) {
         initial_delay_ms = 500;
         max_delay_ms = 30000;
         max_attempts = 10;
         key_attempts = 2;
       };
-      log_level = lib.mkDefault "info";
+      log_level = lib.mkOptionDefault "info";
       # What the unit decides: its runtime directory, and the units the agent waits for over
       # D-Bus (signals, not polling) before it talks to tailscaled.
       state_dir = "/run/${unitSpec.service.RuntimeDirectory}";

@@ -550,6 +550,40 @@ let
         && c.systemd.services.tailjoin.serviceConfig.ReadWritePaths == ["/var/lib/prom"]
         && lib.any (lib.hasInfix "`services.tailjoin.settings.health.heartbeat_secs'") c.warnings)
       (rawOf (unvalidated {retry.keyFetchDeadline = 600;})))
+    (test "a setting or an old option given with mkDefault wins over the agent's defaults"
+      (let
+        j = rawOf (unvalidated {
+          settings.log_level = lib.mkDefault "debug";
+          joinTimeout = lib.mkDefault 120;
+          prefs.acceptDns = lib.mkDefault false;
+        });
+      in
+        j.log_level == "debug" && j.join_timeout_secs == 120 && !j.prefs.accept_dns)
+      null)
+    # Why modules/settings-rename.nix rather than the real lib.mkRenamedOptionModule: that one
+    # forwards into a freeform settings path, but forwards `null` too, which for hostname,
+    # operator, keyFetchDeadline, health.listen/textfile/caFile meant "the default", into the
+    # JSON; (and reading the old option while its setting is unset aborts, uncatchably).
+    (test "lib.mkRenamedOptionModule forwards an old null into the JSON; settings-rename drops it"
+      (let
+        c =
+          (evalModulesWith [
+              ../../modules/tailjoin
+              (lib.mkRenamedOptionModule ["services" "tailjoin" "oldHostname"] ["services" "tailjoin" "settings" "hostname"])
+            ] [
+              {
+                services.tailjoin = {
+                  enable = true;
+                  validateConfig = false;
+                  authKey.credential.source = credPath;
+                  oldHostname = null;
+                };
+              }
+            ])
+          .config;
+      in
+        (rawOf c) ? hostname && (rawOf c).hostname == null && !((rawOf (unvalidated {hostname = null;})) ? hostname))
+      (rawOf (unvalidated {hostname = null;})))
     (test "extraSettings is renamed to settings (lib.mkRenamedOptionModule), with its warning"
       (let
         c = unvalidated {extraSettings.retry.max_attempts = 42;};
