@@ -5,6 +5,7 @@
   inherit (lib) mkOption types;
   inherit (import ../secret-refs.nix {inherit lib;}) pathString refSourcesSet;
 in rec {
+  # An auth key given where its path belongs: Tailscale's by its prefix, headscale's as long hex.
   looksLikeKey = s: builtins.isString s && (lib.hasPrefix "tskey-" s || builtins.match "[0-9a-f]{40,}" s != null);
 
   # A systemd credential the agent reads: `what` names what it holds, for the descriptions.
