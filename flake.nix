@@ -109,9 +109,9 @@
     });
 
     nixosModules = {
-      tailjoin.imports = [./modules/tailjoin.nix packageDefault];
+      tailjoin.imports = [./modules/tailjoin packageDefault];
       # The provisioner's package follows services.tailjoin.package.
-      provisioner.imports = [./modules/provisioner.nix ./modules/tailjoin.nix packageDefault];
+      provisioner.imports = [./modules/provisioner ./modules/tailjoin packageDefault];
       default.imports = [self.nixosModules.tailjoin self.nixosModules.provisioner];
       netboot = ./modules/netboot.nix;
     };

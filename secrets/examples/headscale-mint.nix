@@ -10,8 +10,9 @@
   services.tailjoin = {
     enable = true;
     loginServer = "https://headscale.example.com";
-    tags = ["tag:servers"];
-    # ephemeral defaults to true for a minting source.
+    # The agent's settings, in its own field names; ephemeral defaults to true for a minting
+    # source.
+    settings.advertise_tags = ["tag:servers"];
     authKey.headscale = {
       apiKey.credential.source = "/run/agenix/headscale-api-key";
       user = "servers";

@@ -25,11 +25,12 @@
       apiKey.credential.source = "/run/agenix/headscale-api-key";
       user = "fleet";
     };
-    tags = ["tag:netboot"];
-    keyExpiry = 300;
-    allow = {
-      networks = ["10.0.0.0/24"];
-      bootTokens.credential.source = "/run/agenix/boot-tokens";
+    allow.bootTokens.credential.source = "/run/agenix/boot-tokens";
+    # The provisioner's own settings, in its config file's field names.
+    settings = {
+      tags = ["tag:netboot"];
+      key_expiry_secs = 300;
+      allow.networks = ["10.0.0.0/24"];
     };
   };
 }

@@ -8,7 +8,8 @@
 #   tailjoin provisioner: 52:54:00:12:34:57 is waiting for approval: tailjoin provision approve 52:54:00:12:34:57
 #
 # The boot script travels over plain HTTP (most iPXE builds have no TLS): a token seen on the
-# wire is worth one key, for that MAC, for tokenTtl seconds. The key itself is fetched over HTTPS.
+# wire is worth one key, for that MAC, for settings.netboot.token_ttl_secs seconds. The key
+# itself is fetched over HTTPS.
 # Serve this flake's nixosConfigurations.generic-fleet (a placeholder image stands in for it):
 #   services.tailjoin-provisioner.netboot.system = inputs.tailjoin.nixosConfigurations.generic-fleet;
 {pkgs, ...}: {
@@ -25,14 +26,16 @@
       apiKey.credential.source = "/run/agenix/headscale-api-key";
       user = "fleet";
     };
-    tags = ["tag:netboot"];
-    allow.networks = ["10.0.0.0/24"];
+    settings = {
+      tags = ["tag:netboot"];
+      allow.networks = ["10.0.0.0/24"];
+      netboot.token_ttl_secs = 180;
+    };
     netboot = {
       enable = true;
       listen = "0.0.0.0:8081";
       openFirewall = true;
       keyUrl = "https://10.0.0.1:8443/v1/key";
-      tokenTtl = 180;
       image = {
         kernel = "/nix/var/nix/profiles/netboot/bzImage";
         initrds = ["/nix/var/nix/profiles/netboot/initrd"];

@@ -31,11 +31,13 @@
       apiKey.credential.source = "/run/agenix/headscale-api-key";
       user = "fleet";
     };
-    tags = ["tag:netboot"];
-    allow = {
-      networks = ["10.0.0.0/24"];
-      # Known machines boot at once; others go to the pending list.
-      macs = ["52:54:00:12:34:56"];
+    settings = {
+      tags = ["tag:netboot"];
+      allow = {
+        networks = ["10.0.0.0/24"];
+        # Known machines boot at once; others go to the pending list.
+        macs = ["52:54:00:12:34:56"];
+      };
     };
     netboot = {
       enable = true;

@@ -16,7 +16,7 @@ in
       };
       client = {
         imports = [(common.clientNode "bad.key")];
-        services.tailjoin.retry.keyAttempts = 1;
+        services.tailjoin.settings.retry.key_attempts = 1;
       };
     };
 

@@ -54,8 +54,10 @@
       enable = true;
       loginServer = "http://headscale:8080";
       authKey.credential.source = "/tmp/shared/${keyName}";
-      joinTimeout = 30;
-      logLevel = "debug";
+      settings = {
+        join_timeout_secs = 30;
+        log_level = "debug";
+      };
     };
     systemd.services.tailscaled.environment = {
       TS_DEBUG_USE_DERP_HTTP = "1";

@@ -15,7 +15,7 @@
 }: let
   dir = ../../secrets/examples;
 
-  eval = modules: (evalModulesWith [../../modules/tailjoin.nix ../../modules/provisioner.nix] modules).config;
+  eval = modules: (evalModulesWith [../../modules/tailjoin ../../modules/provisioner] modules).config;
 
   names = map (lib.removeSuffix ".nix") (lib.filter (lib.hasSuffix ".nix") (builtins.attrNames (builtins.readDir dir)));
   fileOf = name: dir + "/${name}.nix";
@@ -174,7 +174,7 @@
         m = (configOf "netboot-fleet-machine").services.tailjoin;
         p = (configOf "netboot-fleet-provisioner").services.tailjoin-provisioner;
       in
-        lib.hasSuffix ":8443" p.listen && lib.hasInfix ":8443/" m.authKey.kernelCmdline.keyUrl && m.tags == [] && p.tags != [])
+        lib.hasSuffix ":8443" p.listen && lib.hasInfix ":8443/" m.authKey.kernelCmdline.keyUrl && m.settings.advertise_tags == [] && p.settings.tags != [])
       null)
     (test "store leak: no example renders secret content, a fake token or a store path of a secret"
       (lib.all (n: leaksOf n == []) names)

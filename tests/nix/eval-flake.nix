@@ -38,7 +38,7 @@
         apiKey.credential = {};
         user = "fleet";
       };
-      allow.networks = ["10.0.0.0/24"];
+      settings.allow.networks = ["10.0.0.0/24"];
     };
   };
 in {

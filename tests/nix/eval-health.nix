@@ -16,12 +16,29 @@
   leaks,
   ...
 }: let
-  eval = evalModulesWith [../../modules/tailjoin.nix];
+  eval = evalModulesWith [../../modules/tailjoin];
 
   keyCredential = "/run/keys/tailscale-auth-key";
 
-  # The module enabled with a key credential and these health settings.
-  withHealth = health: extra: (eval [{services.tailjoin = {enable = true;} // {authKey.credential.source = keyCredential;} // {inherit health;} // extra;}]).config;
+  # The module enabled with a key credential and these health settings: the push reporters'
+  # secrets (typed options) and the agent's other health settings (settings.health).
+  reporterNames = ["webhook" "healthchecks" "uptimeKuma"];
+  withHealth = health: extra: let
+    settingsHealth = builtins.removeAttrs health reporterNames;
+  in
+    (eval [
+      {
+        services.tailjoin =
+          {
+            enable = true;
+            authKey.credential.source = keyCredential;
+            health = lib.filterAttrs (n: _: builtins.elem n reporterNames) health;
+          }
+          // lib.optionalAttrs (settingsHealth != {}) {settings.health = settingsHealth;}
+          // extra;
+      }
+    ])
+    .config;
   tj = health: withHealth health {};
   unvalidated = health: withHealth health {validateConfig = false;};
   jsonOf = health: builtins.fromJSON (unvalidated health).services.tailjoin.configFile.text;
@@ -53,7 +70,7 @@
   specExample =
     pull
     // {
-      caFile = "/etc/tailjoin/lab-ca.pem";
+      ca_file = "/etc/tailjoin/lab-ca.pem";
       webhook = {
         url.credential = {};
         bearerToken.file = "/run/secrets/hook-token";
@@ -80,11 +97,11 @@
 
   # Every push option changed from its default, the credentials with sources.
   full = {
-    heartbeatSecs = 60;
-    pushTimeoutSecs = 5;
-    pushAttempts = 3;
-    flushTimeoutSecs = 5;
-    allowPlainHttp = true;
+    heartbeat_secs = 60;
+    push_timeout_secs = 5;
+    push_attempts = 3;
+    flush_timeout_secs = 5;
+    allow_plain_http = true;
     webhook = {
       url.credential.source = "/run/agenix/tailjoin-webhook-url";
       bearerToken.credential.source = "/run/agenix/tailjoin-webhook-token";
@@ -99,7 +116,7 @@
 
   # Every reporter from root-only files, heartbeats off.
   files = {
-    heartbeatSecs = 0;
+    heartbeat_secs = 0;
     webhook.url.file = "/run/secrets/hook-url";
     healthchecks.url.file = "/run/secrets/hc-url";
     uptimeKuma.url.file = "/run/secrets/kuma-url";
@@ -111,29 +128,22 @@
 
   results = [
     # ---- options
-    (test "health: option defaults"
-      ((tj {}).services.tailjoin.health
+    (test "health: option defaults (the push reporters' secrets), no health settings"
+      ((tj {}).services.tailjoin.health.webhook
         == {
-          listen = null;
-          textfile = null;
-          heartbeatSecs = 300;
-          pushTimeoutSecs = 10;
-          pushAttempts = 5;
-          flushTimeoutSecs = 2;
-          caFile = null;
-          allowPlainHttp = false;
-          webhook = {
-            url = null;
-            bearerToken = null;
-          };
-          healthchecks.url = null;
-          uptimeKuma.url = null;
-        })
+          url = null;
+          bearerToken = null;
+        }
+        && (tj {}).services.tailjoin.health.healthchecks.url == null
+        && (tj {}).services.tailjoin.health.uptimeKuma.url == null
+        && !((tj {}).services.tailjoin.settings ? health))
       (tj {}).services.tailjoin.health)
-    (test "health: every option, nested ones too, has a description, a type and a default"
+    (test "health: every visible option, nested ones too, has a description, a type and a default; the rest are settings"
       (let
         own = opts: builtins.removeAttrs opts ["_module"];
-        opts = (eval []).options.services.tailjoin.health;
+        all' = (eval []).options.services.tailjoin.health;
+        # The options that moved into settings.health stay declared, hidden, to forward old configs.
+        opts = lib.filterAttrs (_: o: !(lib.isOption o) || o.visible or true) all';
         # A push URL is `nullOr (either str <secret ref>)`, the bearer token `nullOr <secret ref>`.
         refOpts = t: own ((t.nestedTypes.elemType.nestedTypes.right or t.nestedTypes.elemType).getSubOptions []);
         refs = map refOpts [opts.webhook.url.type opts.webhook.bearerToken.type opts.healthchecks.url.type opts.uptimeKuma.url.type];
@@ -141,27 +151,15 @@
         all = builtins.concatMap (lib.collect lib.isOption) ([opts] ++ refs ++ creds);
       in
         lib.all (o: (o.description or null) != null && o ? type && o ? default) all
-        && builtins.attrNames opts
-        == lib.sort (a: b: a < b) ["listen" "textfile" "heartbeatSecs" "pushTimeoutSecs" "pushAttempts" "flushTimeoutSecs" "caFile" "allowPlainHttp" "webhook" "healthchecks" "uptimeKuma"]
+        && builtins.attrNames opts == ["healthchecks" "uptimeKuma" "webhook"]
         && lib.all (r: builtins.attrNames r == ["credential" "file"]) refs
         && map (c: c.name.default) creds == ["tailjoin-webhook-url" "tailjoin-webhook-token" "tailjoin-healthchecks-url" "tailjoin-uptime-kuma-url"])
       null)
-    (test "health: types reject bad values and unknown settings"
-      (throws (tj {heartbeatSecs = 86401;}).services.tailjoin.health
-        && throws (tj {heartbeatSecs = -1;}).services.tailjoin.health
-        && throws (tj {pushTimeoutSecs = 0;}).services.tailjoin.health
-        && throws (tj {pushTimeoutSecs = 301;}).services.tailjoin.health
-        && throws (tj {pushAttempts = 0;}).services.tailjoin.health
-        && throws (tj {pushAttempts = 21;}).services.tailjoin.health
-        && throws (tj {flushTimeoutSecs = 61;}).services.tailjoin.health
-        && throws (tj {flushTimeoutSecs = -1;}).services.tailjoin.health
-        && !(throws (tj {flushTimeoutSecs = 0;}).services.tailjoin.health)
-        && throws (tj {allowPlainHttp = "yes";}).services.tailjoin.health
-        && throws (tj {webhook.url.credential.name = "a/b";}).services.tailjoin.health
+    (test "health: types reject bad secret references and unknown options"
+      (throws (tj {webhook.url.credential.name = "a/b";}).services.tailjoin.health
         && throws (tj {webhook.bearerToken = "fake-token";}).services.tailjoin.health
-        && throws (tj {bogus = 1;}).services.tailjoin.health
-        && !(throws (tj {heartbeatSecs = 0;}).services.tailjoin.health)
-        && !(throws (tj {heartbeatSecs = 86400;}).services.tailjoin.health))
+        && throws (eval [{services.tailjoin.health.bogus = 1;}]).config.services.tailjoin.health
+        && !(throws (tj {webhook.url.credential = {};}).services.tailjoin.health))
       null)
 
     # ---- the JSON config
@@ -214,25 +212,26 @@
           uptime_kuma.url.file = "/run/secrets/kuma-url";
         })
       (healthOf files))
-    (test "health: push settings without a reporter are rendered only when changed, with a warning"
-      (healthOf {heartbeatSecs = 0;}
+    (test "health: push settings without a reporter are rendered as given, with a warning"
+      (healthOf {heartbeat_secs = 0;}
         == {heartbeat_secs = 0;}
-        && healthOf {
-          pushAttempts = 5;
-          allowPlainHttp = false;
-        }
-        == null
-        && lib.any (lib.hasInfix "sets heartbeatSecs but no push reporter") (tj {heartbeatSecs = 0;}).warnings
-        && failing (tj {heartbeatSecs = 0;}) == [])
-      (tj {heartbeatSecs = 0;}).warnings)
-    (test "health: extraSettings still merge over the rendered health object"
+        && lib.any (lib.hasInfix "sets heartbeat_secs but no push reporter") (tj {heartbeat_secs = 0;}).warnings
+        && lib.any (lib.hasInfix "sets ca_file, push_attempts but no push reporter")
+        (tj {
+          push_attempts = 5;
+          ca_file = "/etc/tailjoin/lab-ca.pem";
+        })
+        .warnings
+        && failing (tj {heartbeat_secs = 0;}) == [])
+      (tj {heartbeat_secs = 0;}).warnings)
+    (test "health: settings override the push defaults the module renders"
       (let
         j = (jsonOf minimal).health;
         merged =
           (builtins.fromJSON
             (withHealth minimal {
               validateConfig = false;
-              extraSettings.health.push_attempts = 7;
+              settings.health.push_attempts = 7;
             })
             .services
             .tailjoin
@@ -341,8 +340,8 @@
           };
         }) "health.webhook.bearerToken.credential.source is inside the Nix store"
         && firesWith (tj {uptimeKuma.url.file = ./eval.nix;}) "health.uptimeKuma.url.file is a Nix path value"
-        && firesWith (tj {caFile = storeFile "ca.pem";}) "health.caFile is inside the Nix store"
-        && firesWith (tj {textfile = storeFile "tailjoin.prom";}) "health.textfile is inside the Nix store(.|\n)*read-only")
+        && firesWith (tj {ca_file = storeFile "ca.pem";}) "settings.health.ca_file is inside the Nix store"
+        && firesWith (tj {textfile = storeFile "tailjoin.prom";}) "settings.health.textfile is inside the Nix store(.|\n)*read-only")
       (failing (tj {webhook.url.file = storeFile "hook-url";})))
     (test "assertion: a push secret with both credential and file, or neither"
       (firesWith (tj {
@@ -372,8 +371,8 @@
           };
         }) "health.webhook.bearerToken.file looks like a bearer token itself"
         && firesWith (tj {healthchecks.url.file = "secrets/hc-url";}) "health.healthchecks.url.file must be an absolute path"
-        && firesWith (tj {textfile = "tailjoin.prom";}) "health.textfile must be an absolute path"
-        && firesWith (tj {caFile = "ca.pem";}) "health.caFile must be an absolute path")
+        && firesWith (tj {textfile = "tailjoin.prom";}) "settings.health.textfile must be an absolute path"
+        && firesWith (tj {ca_file = "ca.pem";}) "settings.health.ca_file must be an absolute path")
       null)
     (test "assertion: a webhook bearer token without a webhook URL"
       (firesWith (tj {webhook.bearerToken.credential = {};}) "webhook.bearerToken is set but health.webhook.url is not(.|\n)*webhook.url.credential.source")
@@ -397,7 +396,7 @@
       ((tj {webhook.url.file = "/home/alice/hook-url";}).warnings
         != []
         && (tj {textfile = "/tmp/tailjoin.prom";}).warnings != []
-        && (tj {caFile = "/home/alice/ca.pem";}).warnings != []
+        && (tj {ca_file = "/home/alice/ca.pem";}).warnings != []
         && (tj {webhook.url.credential.source = "/tmp/hook-url";}).warnings == [])
       null)
   ];
@@ -409,6 +408,6 @@ in {
     health-push-full = jsonOf full;
     health-push-files = jsonOf files;
     health-push-minimal = jsonOf minimal;
-    health-push-settings-only = jsonOf {heartbeatSecs = 0;};
+    health-push-settings-only = jsonOf {heartbeat_secs = 0;};
   };
 }

@@ -1,4 +1,4 @@
-# Evaluation tests for modules/provisioner-netboot.nix (services.tailjoin-provisioner.netboot):
+# Evaluation tests for modules/provisioner/netboot.nix (services.tailjoin-provisioner.netboot):
 # the `netboot` section of the provisioner's JSON (taken from a NixOS netboot system or named
 # files), the firewall, the admin command, and every assertion. Imported by eval.nix with its
 # helpers; returns { results; configs; } (configs `tailjoin provision --check` must accept).
@@ -10,7 +10,7 @@
   failing,
   ...
 }: let
-  eval = evalModulesWith [../../modules/provisioner.nix];
+  eval = evalModulesWith [../../modules/provisioner];
 
   store = name: "${builtins.storeDir}/0123456789abcdfghijklmnpqrsvwxyz-${name}";
 
@@ -47,8 +47,10 @@
       apiKey.credential.source = "/run/agenix/headscale-api-key";
       user = "fleet";
     };
-    tags = ["tag:netboot"];
-    allow.macs = ["52:54:00:12:34:56"];
+    settings = {
+      tags = ["tag:netboot"];
+      allow.macs = ["52:54:00:12:34:56"];
+    };
     netboot = {
       enable = true;
       keyUrl = "https://10.0.0.1:8443/v1/key";
@@ -87,11 +89,13 @@
         nb = nbOf {
           netboot = {
             image = fixtureImage;
-            tokenTtl = 120;
-            requireApproval = false;
-            oneBootPerMac = false;
-            retrySecs = 5;
             listen = "[::]:8081";
+          };
+          settings.netboot = {
+            token_ttl_secs = 120;
+            require_approval = false;
+            one_boot_per_mac = false;
+            retry_secs = 5;
           };
         };
       in
@@ -108,6 +112,28 @@
     (test "netboot: off by default, and then no netboot section at all"
       (!((jsonOf (provWith {netboot.enable = false;})) ? netboot))
       (jsonOf (provWith {netboot.enable = false;})))
+    (test "netboot: the options that retyped its settings still work (with a warning naming the setting), and only with netboot on"
+      (let
+        old = {
+          netboot = {
+            image = fixtureImage;
+            tokenTtl = 120;
+            requireApproval = false;
+            oneBootPerMac = false;
+            retrySecs = 5;
+          };
+        };
+        c = provWith old;
+        nb = (jsonOf c).netboot;
+      in
+        nb.token_ttl_secs
+        == 120
+        && !nb.require_approval
+        && !nb.one_boot_per_mac
+        && nb.retry_secs == 5
+        && lib.any (lib.hasInfix "`services.tailjoin-provisioner.settings.netboot.retry_secs'") c.warnings
+        && !((jsonOf (provWith (lib.recursiveUpdate old {netboot.enable = false;}))) ? netboot))
+      (provWith {netboot.retrySecs = 5;}).warnings)
     (test "netboot: a clean configuration fails no assertion"
       (failing (provWith {}) == [])
       (failing (provWith {})))
@@ -139,13 +165,13 @@ in {
   configs = {
     netboot-files = jsonOf (provWith {netboot.image = fixtureImage;});
     netboot-open-enrolment = jsonOf (provWith {
-      netboot = {
-        image = fixtureImage;
-        requireApproval = false;
-      };
-      allow = {
-        macs = [];
-        networks = ["10.0.0.0/24"];
+      netboot.image = fixtureImage;
+      settings = {
+        netboot.require_approval = false;
+        allow = {
+          macs = [];
+          networks = ["10.0.0.0/24"];
+        };
       };
     });
   };

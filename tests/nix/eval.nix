@@ -58,6 +58,16 @@ let
       inherit name text;
       outPath = fakeStorePath name text;
     };
+    # nixpkgs' pkgs.formats.json, as far as the modules use it: its type (a JSON value, the
+    # freeform type of `settings`), declared the way pkgs-lib/formats.nix declares it.
+    formats.json = {}: {
+      type = let
+        valueType =
+          types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf valueType) (types.listOf valueType)])
+          // {description = "JSON value";};
+      in
+        valueType;
+    };
     runCommand = name: env: script:
       env
       // {
@@ -175,7 +185,7 @@ let
         ++ modules;
     };
 
-  eval = cfgModule: evalModulesWith [../../modules/tailjoin.nix] [cfgModule];
+  eval = cfgModule: evalModulesWith [../../modules/tailjoin] [cfgModule];
 
   configOf = cfgModule: (eval cfgModule).config;
 
@@ -234,7 +244,37 @@ let
   storeFile = name: "${builtins.storeDir}/0123456789abcdfghijklmnpqrsvwxyz-${name}";
   execStart = c: "${pkgs.tailjoin}/bin/tailjoin run --config ${c.services.tailjoin.configFile}";
 
+  # Every agent setting the typed options used to retype, as settings.
+  fullSettings = {
+    hostname = "lab-1";
+    advertise_tags = ["tag:lab" "tag:netboot"];
+    prefs = {
+      accept_routes = true;
+      accept_dns = false;
+      shields_up = true;
+      advertise_routes = ["192.168.1.0/24"];
+      advertise_exit_node = true;
+      ssh = true;
+      operator = "alice";
+    };
+    on_stopped = "respect";
+    join_timeout_secs = 120;
+    retry = {
+      initial_delay_ms = 250;
+      max_delay_ms = 10000;
+      max_attempts = 20;
+      key_attempts = 1;
+    };
+    log_level = "debug";
+  };
   full = unvalidated {
+    loginServer = "https://headscale.example.com";
+    settings = fullSettings;
+    waitFor = ["agenix.service"];
+  };
+
+  # The same with the options that retyped these settings before they moved into `settings`.
+  legacy = unvalidated {
     loginServer = "https://headscale.example.com";
     hostname = "lab-1";
     tags = ["tag:lab" "tag:netboot"];
@@ -259,11 +299,49 @@ let
     waitFor = ["agenix.service"];
   };
 
+  # Settings the agent must refuse (the options no longer type them: `tailjoin check-config`
+  # does, at build time), with the field its message must name.
+  badSettings = {
+    join-timeout-zero = {
+      field = "join_timeout_secs";
+      settings.join_timeout_secs = 0;
+    };
+    log-level-unknown = {
+      field = "log_level";
+      settings.log_level = "verbose";
+    };
+    tag-without-prefix = {
+      field = "advertise_tags";
+      settings.advertise_tags = ["lab"];
+    };
+    key-attempts-too-many = {
+      field = "key_attempts";
+      settings.retry.key_attempts = 11;
+    };
+    on-stopped-unknown = {
+      field = "on_stopped";
+      settings.on_stopped = "ignore";
+    };
+    heartbeat-too-long = {
+      field = "heartbeat_secs";
+      settings.health.heartbeat_secs = 86401;
+    };
+    push-attempts-zero = {
+      field = "push_attempts";
+      settings.health.push_attempts = 0;
+    };
+    # The options could not make this one; settings (as extraSettings could) can.
+    unknown-health-setting = {
+      field = "bogus";
+      settings.health.bogus = true;
+    };
+  };
+
   results = [
     # ---- defaults
-    (test "retry.keyFetchDeadline renders key_fetch_deadline_secs only when set"
+    (test "settings.retry.key_fetch_deadline_secs is rendered only when set"
       (let
-        j = rawOf (unvalidated {retry.keyFetchDeadline = 600;});
+        j = rawOf (unvalidated {settings.retry.key_fetch_deadline_secs = 600;});
       in
         j.retry.key_fetch_deadline_secs == 600 && !(defaultJSON.retry ? key_fetch_deadline_secs))
       null)
@@ -273,47 +351,30 @@ let
       in
         !(c.systemd.services ? tailjoin) && !c.services.tailscale.enable && c.assertions == [])
       null)
-    (test "option defaults" (
+    (test "option defaults, and the agent's defaults written into settings" (
         tj.loginServer
         == null
-        && tj.hostname == null
-        && tj.tags == []
-        && !tj.ephemeral
-        && tj.logLevel == "info"
-        && tj.onStopped == "resume"
-        && tj.joinTimeout == 60
-        && tj.retry
-        == {
-          initialDelayMs = 500;
-          maxDelayMs = 30000;
-          maxAttempts = 10;
-          keyAttempts = 2;
-          keyFetchDeadline = null;
-        }
-        && tj.prefs
-        == {
-          acceptRoutes = false;
-          acceptDns = true;
-          shieldsUp = false;
-          advertiseRoutes = [];
-          advertiseExitNode = false;
-          ssh = false;
-          operator = null;
-        }
         && tj.waitFor == []
-        && tj.health.listen == null
         && tj.health.webhook.url == null
-        && tj.extraSettings == {}
         && tj.validateConfig
-        && tj.socket == "/var/run/tailscale/tailscaled.sock"
         && tj.authKey.credential.name == "tailscale-auth-key"
         && !tj.authKey.credential.encrypted
         && tj.authKey.file == null
         && tj.authKey.env == null
         && tj.authKey.http == null
         && tj.package == pkgs.tailjoin
+        && tj.settings.log_level == "info"
+        && tj.settings.join_timeout_secs == 60
+        && !tj.settings.ephemeral
+        && tj.settings.retry
+        == {
+          initial_delay_ms = 500;
+          max_delay_ms = 30000;
+          max_attempts = 10;
+          key_attempts = 2;
+        }
       )
-      tj.retry)
+      tj.settings)
     (test "enabling turns on tailscaled, no assertion fails, no warning"
       (base.services.tailscale.enable && failing base == [] && base.warnings == [])
       (failing base))
@@ -348,11 +409,13 @@ let
           wait_for_units = ["network-online.target"];
         })
       defaultJSON)
-    (test "every option reaches the JSON config"
+    (test "every setting reaches the JSON config"
       (let
         j = rawOf full;
       in
-        j.login_server
+        builtins.removeAttrs j ["login_server" "wait_for_units" "auth_key" "ephemeral" "socket" "state_dir" "tailscaled_unit"]
+        == fullSettings
+        && j.login_server
         == "https://headscale.example.com"
         && j.hostname == "lab-1"
         && j.advertise_tags == ["tag:lab" "tag:netboot"]
@@ -432,17 +495,106 @@ let
           allow_plain_http = true;
         })
       null)
-    (test "extraSettings merge over, health is rendered only when set"
+    (test "settings merge with the agent's defaults, health is rendered only when set"
       (let
         j = rawOf (unvalidated {
-          extraSettings.retry.max_attempts = 42;
-          health.listen = "127.0.0.1:9090";
+          settings = {
+            retry.max_attempts = 42;
+            health.listen = "127.0.0.1:9090";
+          };
         });
       in
         j.retry.max_attempts == 42 && j.retry.key_attempts == 2 && j.health == {listen = "127.0.0.1:9090";} && !(defaultJSON ? health))
       null)
+    (test "the options that retyped settings still work: same JSON, a warning naming each new settings path"
+      (let
+        w = legacy.warnings;
+        named = old: new: lib.any (m: lib.hasInfix "`services.tailjoin.${old}'" m && lib.hasInfix "`services.tailjoin.settings.${new}'" m) w;
+      in
+        rawOf legacy
+        == rawOf full
+        && builtins.length w == 16
+        && named "tags" "advertise_tags"
+        && named "prefs.acceptRoutes" "prefs.accept_routes"
+        && named "joinTimeout" "join_timeout_secs"
+        && named "retry.initialDelayMs" "retry.initial_delay_ms"
+        && failing legacy == []
+        # Reading an old option gives its setting.
+        && legacy.services.tailjoin.joinTimeout == 120
+        && legacy.services.tailjoin.tags == ["tag:lab" "tag:netboot"])
+      legacy.warnings)
+    (test "old options: null (which meant the default) sets nothing; the health ones and keyFetchDeadline forward too"
+      (let
+        c = unvalidated {
+          hostname = null;
+          retry.keyFetchDeadline = 600;
+          socket = "/run/tailscale/ts.sock";
+          health = {
+            listen = "127.0.0.1:9901";
+            textfile = "/var/lib/prom/tailjoin.prom";
+            heartbeatSecs = 60;
+            caFile = null;
+          };
+        };
+        j = rawOf c;
+      in
+        !(j ? hostname)
+        && j.retry.key_fetch_deadline_secs == 600
+        && j.socket == "/run/tailscale/ts.sock"
+        && j.health
+        == {
+          listen = "127.0.0.1:9901";
+          textfile = "/var/lib/prom/tailjoin.prom";
+          heartbeat_secs = 60;
+        }
+        && c.systemd.services.tailjoin.serviceConfig.ReadWritePaths == ["/var/lib/prom"]
+        && lib.any (lib.hasInfix "`services.tailjoin.settings.health.heartbeat_secs'") c.warnings)
+      (rawOf (unvalidated {retry.keyFetchDeadline = 600;})))
+    (test "a setting or an old option given with mkDefault wins over the agent's defaults"
+      (let
+        j = rawOf (unvalidated {
+          settings.log_level = lib.mkDefault "debug";
+          joinTimeout = lib.mkDefault 120;
+          prefs.acceptDns = lib.mkDefault false;
+        });
+      in
+        j.log_level == "debug" && j.join_timeout_secs == 120 && !j.prefs.accept_dns)
+      null)
+    # Why modules/settings-rename.nix rather than the real lib.mkRenamedOptionModule: that one
+    # forwards into a freeform settings path, but forwards `null` too, which for hostname,
+    # operator, keyFetchDeadline, health.listen/textfile/caFile meant "the default", into the
+    # JSON; (and reading the old option while its setting is unset aborts, uncatchably).
+    (test "lib.mkRenamedOptionModule forwards an old null into the JSON; settings-rename drops it"
+      (let
+        c =
+          (evalModulesWith [
+              ../../modules/tailjoin
+              (lib.mkRenamedOptionModule ["services" "tailjoin" "oldHostname"] ["services" "tailjoin" "settings" "hostname"])
+            ] [
+              {
+                services.tailjoin = {
+                  enable = true;
+                  validateConfig = false;
+                  authKey.credential.source = credPath;
+                  oldHostname = null;
+                };
+              }
+            ])
+          .config;
+      in
+        (rawOf c) ? hostname && (rawOf c).hostname == null && !((rawOf (unvalidated {hostname = null;})) ? hostname))
+      (rawOf (unvalidated {hostname = null;})))
+    (test "extraSettings is renamed to settings (lib.mkRenamedOptionModule), with its warning"
+      (let
+        c = unvalidated {extraSettings.retry.max_attempts = 42;};
+      in
+        (rawOf c).retry.max_attempts
+        == 42
+        && lib.any (lib.hasInfix "`services.tailjoin.extraSettings' defined in") c.warnings
+        && lib.any (lib.hasInfix "renamed to `services.tailjoin.settings'") c.warnings)
+      (unvalidated {extraSettings.retry.max_attempts = 42;}).warnings)
     (test "health.textfile makes only its directory writable for the hardened unit"
-      ((unvalidated {health.textfile = "/var/lib/prom-text/tailjoin.prom";}).systemd.services.tailjoin.serviceConfig.ReadWritePaths
+      ((unvalidated {settings.health.textfile = "/var/lib/prom-text/tailjoin.prom";}).systemd.services.tailjoin.serviceConfig.ReadWritePaths
         == ["/var/lib/prom-text"]
         && !((unvalidated {}).systemd.services.tailjoin.serviceConfig ? ReadWritePaths))
       null)
@@ -630,7 +782,7 @@ let
       }) "services.tailscale.authKeyFile is set")
       null)
     (test "assertion: ephemeral with a pre-made key"
-      (firesWith (with' {ephemeral = true;}) "ephemeral = true cannot be honoured")
+      (firesWith (with' {settings.ephemeral = true;}) "settings.ephemeral = true cannot be honoured")
       null)
     (test "warning: key file where the hardened unit cannot see it"
       ((with' {
@@ -647,12 +799,10 @@ let
       null)
 
     # ---- types
+    # The settings' values are the agent's to check: artifacts.badConfigs, which check.sh runs
+    # through `tailjoin check-config`. The typed options still refuse bad values here.
     (test "types reject bad values"
-      (throws (with' {tags = ["lab"];}).services.tailjoin.tags
-        && throws (with' {logLevel = "verbose";}).services.tailjoin.logLevel
-        && throws (with' {joinTimeout = 0;}).services.tailjoin.joinTimeout
-        && throws (with' {retry.keyAttempts = 11;}).services.tailjoin.retry.keyAttempts
-        && throws (with' {onStopped = "ignore";}).services.tailjoin.onStopped
+      (throws (with' {settings.log_level = x: x;}).services.tailjoin.settings
         && throws (with' {authKey.credential.name = "a/b";}).services.tailjoin.authKey
         && throws (httpWith {method = "put";}).services.tailjoin.authKey
         && throws (httpWith {response = "xml";}).services.tailjoin.authKey
@@ -743,9 +893,13 @@ in {
     # naming the field).
     provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs;
     badProvisionerConfigs = provisioner.badConfigs;
-    # A health setting the agent does not know (the options cannot make one; extraSettings can):
-    # it must be rejected with the field named, not ignored.
-    unknownHealthConfig = rawOf (unvalidated {extraSettings.health.bogus = true;});
+    # Settings the agent must refuse (exit 2), naming the field.
+    badConfigs =
+      lib.mapAttrs (_: b: {
+        inherit (b) field;
+        config = rawOf (unvalidated {inherit (b) settings;});
+      })
+      badSettings;
     # The module's unit, rendered, and the instance keys the module adds to tailjoin-unit.json.
     unitText = renderUnit svc;
     instance = builtins.removeAttrs svc.serviceConfig (builtins.attrNames unitSpec.service);

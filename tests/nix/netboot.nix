@@ -89,14 +89,16 @@ in
             apiKey.credential.source = "/tmp/shared/headscale-api-key";
             user = "fleet";
           };
-          tags = ["tag:netboot"];
-          allow.macs = [clientMac];
+          settings = {
+            tags = ["tag:netboot"];
+            allow.macs = [clientMac];
+            netboot.retry_secs = 5;
+          };
           netboot = {
             enable = true;
             openFirewall = true;
             keyUrl = "https://${provisionerIp}:8443/v1/key";
             system = served;
-            retrySecs = 5;
           };
         };
         environment.etc."tailjoin-test/prov-tls-key" = {

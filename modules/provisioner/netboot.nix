@@ -7,7 +7,8 @@
 # `kernelCmdline` key source, e.g. nixosConfigurations.generic-fleet) trades that token for a
 # freshly minted key over HTTPS, once.
 #
-# Imported by modules/provisioner.nix, which puts `netboot` into the provisioner's JSON config.
+# Imported by ./default.nix; renders settings.netboot, the `netboot` section of the provisioner's
+# JSON config.
 {
   config,
   lib,
@@ -112,58 +113,6 @@ in {
       default = null;
       description = "The kernel, initrds and command line to serve, when not taken from `system`.";
     };
-
-    tokenTtl = mkOption {
-      type = types.ints.between 30 3600;
-      default = 300;
-      description = ''
-        Seconds a boot token stays valid. The boot script travels in clear text, so a token seen
-        on the wire is worth at most one key, for that MAC, for this long.
-      '';
-    };
-
-    requireApproval = mkOption {
-      type = types.bool;
-      default = true;
-      description = ''
-        A MAC must be in `allow.macs` or approved once with `tailjoin-provisioner approve MAC`;
-        an unknown MAC is put on the pending list (`tailjoin-provisioner pending`, and the audit
-        log) and its console says so. `false`: any MAC from an allowed network boots.
-      '';
-    };
-
-    oneBootPerMac = mkOption {
-      type = types.bool;
-      default = true;
-      description = "A new boot script for a MAC revokes that MAC's earlier unspent token.";
-    };
-
-    retrySecs = mkOption {
-      type = types.ints.between 1 300;
-      default = 30;
-      description = "First delay of a refused machine's retry (doubling, at most 300 s).";
-    };
-
-    configSection = mkOption {
-      type = types.nullOr (types.attrsOf types.anything);
-      internal = true;
-      readOnly = true;
-      default =
-        if nb.enable && image != null
-        then {
-          inherit (nb) listen;
-          key_url = nb.keyUrl;
-          kernel = toString image.kernel;
-          initrds = map toString image.initrds;
-          inherit (image) cmdline;
-          token_ttl_secs = nb.tokenTtl;
-          require_approval = nb.requireApproval;
-          one_boot_per_mac = nb.oneBootPerMac;
-          retry_secs = nb.retrySecs;
-        }
-        else null;
-      description = "The `netboot` section of the provisioner's JSON config.";
-    };
   };
 
   config = lib.mkIf (cfg.enable && nb.enable) {
@@ -199,6 +148,30 @@ in {
           (nixosConfigurations.generic-fleet already does.)'';
       }
     ];
+
+    # The `netboot` section of the provisioner's config: what these options decide, and the
+    # provisioner's defaults for the rest (settings.netboot.token_ttl_secs, require_approval,
+    # one_boot_per_mac, retry_secs), written out.
+    services.tailjoin-provisioner.settings.netboot = lib.mkIf (image != null) (
+      {
+        inherit (nb) listen;
+        key_url = nb.keyUrl;
+        kernel = toString image.kernel;
+        initrds = map toString image.initrds;
+        inherit (image) cmdline;
+      }
+      // lib.mapAttrs (_: lib.mkOptionDefault) {
+        # A boot token seen on the wire (the boot script travels in clear text) is worth at
+        # most one key, for that MAC, for this long.
+        token_ttl_secs = 300;
+        # A MAC must be in allow.macs or approved (`tailjoin-provisioner approve MAC`).
+        require_approval = true;
+        # A new boot script for a MAC revokes that MAC's earlier unspent token.
+        one_boot_per_mac = true;
+        # First delay of a refused machine's retry (doubling, at most 300 s).
+        retry_secs = 30;
+      }
+    );
 
     networking.firewall.allowedTCPPorts = lib.mkIf (nb.openFirewall && port != null) [port];
 

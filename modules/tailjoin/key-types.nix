@@ -1,0 +1,359 @@
+# The types of services.tailjoin.authKey: where the agent finds the key at run time (a file, a
+# systemd credential, an environment variable, a provisioning server, the kernel command line)
+# or how it mints one (headscale's API, a Tailscale OAuth client). Used by ./key.nix.
+{lib}: let
+  inherit (lib) mkOption types;
+  inherit (import ../secret-refs.nix {inherit lib;}) pathString;
+  inherit (import ./secret-types.nix {inherit lib;}) credentialType bearerTokenType headscaleApiKeyType oauthSecretType;
+in rec {
+  httpType = types.submodule {
+    options = {
+      url = mkOption {
+        # nullOr only so that an assertion can say what to set; the agent needs a URL.
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://prov.lan:8443/key";
+        description = ''
+          URL the agent fetches the key from at boot. Must be `https://` unless
+          {option}`allowPlainHttp` is set. It is written into the world-readable store: put no
+          secret in it (no one-time token in the query string); use {option}`bearerToken`.
+        '';
+      };
+      method = mkOption {
+        type = types.enum ["get" "post"];
+        default = "get";
+        description = ''
+          `get`, or `post`, which sends the machine's identity (hostname, machine id, addresses)
+          as a JSON body so the server can decide which key to hand out.
+        '';
+      };
+      bearerToken = mkOption {
+        type = types.nullOr bearerTokenType;
+        default = null;
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/tailjoin-http-token"; }'';
+        description = ''
+          Where the agent finds the token it sends as `Authorization: Bearer <token>`: exactly one
+          of `credential` or `file`. Never the token itself. `null` sends no token.
+        '';
+      };
+      caFile = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/etc/tailjoin/prov-ca.pem";
+        description = ''
+          Absolute path of a PEM bundle of the CA(s) that sign the server's certificate; when
+          set, only these CAs are trusted (a home-lab CA). Given as a string, outside the store.
+          `null` trusts the usual public CAs.
+        '';
+      };
+      response = mkOption {
+        type = types.enum ["raw" "json"];
+        default = "raw";
+        description = ''
+          How the response holds the key: `raw` (the body is the key) or `json` (a JSON object
+          whose field {option}`jsonField` is the key).
+        '';
+      };
+      jsonField = mkOption {
+        type = types.nullOr (types.strMatching ".+");
+        default = null;
+        example = "key";
+        description = ''
+          The JSON field that holds the key, with `response = "json"` only; `null` means `key`.
+        '';
+      };
+      timeoutSecs = mkOption {
+        type = types.ints.between 1 300;
+        default = 10;
+        description = "Seconds one request may take, connecting included.";
+      };
+      maxResponseBytes = mkOption {
+        type = types.ints.between 64 1048576;
+        default = 16384;
+        description = "Largest response the agent accepts, in bytes.";
+      };
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept an `http://` URL. The key then crosses the network in clear text: only on a
+          link you trust, never on a shared network.
+        '';
+      };
+    };
+  };
+
+  envType = types.submodule {
+    options = {
+      name = mkOption {
+        type = types.strMatching "[A-Za-z_][A-Za-z0-9_]*";
+        default = "TS_AUTHKEY";
+        description = "Name of the environment variable that holds the key.";
+      };
+      environmentFile = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/secrets/tailjoin.env";
+        description = ''
+          Absolute path of a file with `<name>=<key>`, passed to the unit as `EnvironmentFile=`.
+          Given as a string so it is never copied into the store. `null` if something else sets
+          the variable (a drop-in, for example).
+        '';
+      };
+    };
+  };
+
+  caFileOption = mkOption {
+    type = types.nullOr pathString;
+    default = null;
+    example = "/etc/tailjoin/lab-ca.pem";
+    description = ''
+      Absolute path of a PEM bundle of the CA(s) that sign the server's certificate; when set,
+      only these CAs are trusted (a home-lab CA). Given as a string, outside the store. `null`
+      trusts the usual public CAs.
+    '';
+  };
+
+  timeoutOption = mkOption {
+    type = types.ints.between 1 300;
+    default = 10;
+    description = "Seconds one request may take, connecting included.";
+  };
+
+  expiryOption = mkOption {
+    type = types.ints.between 60 86400;
+    default = 600;
+    description = ''
+      Seconds the minted key stays valid. It is single-use and spent within seconds, so keep
+      this short: a key that leaks before it is used expires soon.
+    '';
+  };
+
+  kernelCmdlineType = types.submodule {
+    options = {
+      keyUrl = mkOption {
+        # One kernel parameter: no blanks or quotes.
+        type = types.nullOr (types.strMatching "[^[:space:]\"]+");
+        default = null;
+        example = "https://prov.lan:8443/v1/key";
+        description = ''
+          The provisioner's URL, added to the kernel command line as `tailjoin.key_url=<url>`
+          ({option}`boot.kernelParams`, which a netboot image's iPXE script carries). It is
+          public: put no token in it. `null` leaves it to whoever boots the machine (an iPXE
+          script that adds `tailjoin.key_url=` next to the per-machine `tailjoin.boot_token=`).
+        '';
+      };
+      allowKey = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Also accept `tailjoin.auth_key=<key>`, the key itself, on the kernel command line. Every
+          local user can read it in /proc/cmdline, and anyone who can read the boot script can
+          too: only for throw-away lab machines. Without it such a parameter is an error.
+        '';
+      };
+      path = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/tailjoin-test/cmdline";
+        description = "The file holding the kernel command line; `null` means /proc/cmdline.";
+      };
+      method = mkOption {
+        type = types.enum ["get" "post"];
+        default = "post";
+        description = ''
+          `post` (sends the machine's identity: hostname, machine id, boot id, MAC addresses, which
+          the provisioner checks) or `get`.
+        '';
+      };
+      response = mkOption {
+        type = types.enum ["raw" "json"];
+        default = "json";
+        description = ''
+          How the response holds the key: `json` (a JSON object whose field {option}`jsonField`
+          is the key; what `tailjoin provision` answers) or `raw` (the body is the key).
+        '';
+      };
+      jsonField = mkOption {
+        type = types.nullOr (types.strMatching ".+");
+        default = null;
+        example = "key";
+        description = "The JSON field that holds the key, with `response = \"json\"` only; `null` means `key`.";
+      };
+      caFile = caFileOption;
+      timeoutSecs =
+        timeoutOption
+        // {
+          # Longer than the provisioner's own mint timeout (10 s), so that it answers first.
+          default = 30;
+        };
+      maxResponseBytes = mkOption {
+        type = types.ints.between 64 1048576;
+        default = 16384;
+        description = "Largest response the agent accepts, in bytes.";
+      };
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept an `http://` `tailjoin.key_url`. The key and the boot token then cross the
+          network in clear text: only on a link you trust.
+        '';
+      };
+    };
+  };
+
+  headscaleType = types.submodule {
+    options = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://headscale.example.com";
+        description = ''
+          headscale's `server_url` (its API is `<url>/api/v1/…`). `null` means
+          {option}`services.tailjoin.loginServer`.
+        '';
+      };
+      apiKey = mkOption {
+        type = headscaleApiKeyType;
+        default = {};
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/headscale-api-key"; }'';
+        description = ''
+          Where the agent finds the headscale API key (`headscale apikeys create`): exactly one of
+          `credential` or `file`. Never the key itself. Whoever holds it can mint keys and
+          manage every node: prefer a credential, ideally an encrypted one.
+        '';
+      };
+      user = mkOption {
+        type = types.nullOr (types.either types.str types.ints.unsigned);
+        default = null;
+        example = "fleet";
+        description = ''
+          The headscale user (name or numeric id) that owns the minted keys. May stay `null` when
+          `services.tailjoin.settings.advertise_tags` is set (tagged nodes).
+        '';
+      };
+      expiry = expiryOption;
+      caFile = caFileOption;
+      allowPlainHttp = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Accept an `http://` URL. The API key then crosses the network in clear text: only for
+          a headscale on the same host or a link you trust.
+        '';
+      };
+      timeoutSecs = timeoutOption;
+    };
+  };
+
+  tailscaleOAuthType = types.submodule {
+    options = {
+      clientId = mkOption {
+        # nullOr only so that an assertion can say what to set.
+        type = types.nullOr types.str;
+        default = null;
+        example = "kFAKEclientid";
+        description = "The OAuth client's id (not secret; it is written into the store).";
+      };
+      clientSecret = mkOption {
+        type = oauthSecretType;
+        default = {};
+        example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-oauth-secret"; }'';
+        description = ''
+          Where the agent finds the OAuth client secret (scope `auth_keys`): exactly one of
+          `credential` or `file`. Never the secret itself.
+        '';
+      };
+      apiUrl = mkOption {
+        type = types.str;
+        default = "https://api.tailscale.com";
+        description = "Tailscale's API (https only).";
+      };
+      tailnet = mkOption {
+        type = types.str;
+        default = "-";
+        description = "The tailnet; `-` is the OAuth client's own.";
+      };
+      expiry = expiryOption;
+      caFile = caFileOption;
+      timeoutSecs = timeoutOption;
+    };
+  };
+
+  keySourceType = types.submodule {
+    options = {
+      file = mkOption {
+        type = types.nullOr pathString;
+        default = null;
+        example = "/run/secrets/tailscale-auth-key";
+        description = ''
+          Absolute path of a root-only file that holds the key, read by the agent at run time.
+          A string, never a Nix path: a path value would be copied into the world-readable
+          store. Files under /home or /tmp are hidden from the hardened unit.
+        '';
+      };
+      credential = mkOption {
+        type = types.nullOr credentialType;
+        default = null;
+        example = lib.literalExpression ''{ source = "/run/agenix/tailscale-auth-key"; }'';
+        description = "Deliver the key as a systemd credential (recommended).";
+      };
+      env = mkOption {
+        type = types.nullOr envType;
+        default = null;
+        example = lib.literalExpression ''{ name = "TS_AUTHKEY"; environmentFile = "/run/secrets/tailjoin.env"; }'';
+        description = "Read the key from an environment variable of the unit.";
+      };
+      http = mkOption {
+        type = types.nullOr httpType;
+        default = null;
+        example = lib.literalExpression ''
+          {
+            url = "https://prov.lan:8443/key";
+            caFile = "/etc/tailjoin/prov-ca.pem";
+            bearerToken.credential.source = "/run/agenix/tailjoin-http-token";
+          }
+        '';
+        description = "Fetch the key from a provisioning server over HTTP(S) at boot.";
+      };
+      kernelCmdline = mkOption {
+        type = types.nullOr kernelCmdlineType;
+        default = null;
+        example = lib.literalExpression ''{ keyUrl = "https://prov.lan:8443/v1/key"; caFile = "/etc/tailjoin/prov-ca.pem"; }'';
+        description = ''
+          Fetch the key at boot from the provisioner named on the kernel command line
+          (`tailjoin.key_url=URL`), sending `tailjoin.boot_token=TOKEN` as a bearer token: one
+          netboot image for the whole fleet, with a per-machine one-time token added by the iPXE
+          script that boots it. See `tailjoin provision` and
+          {option}`services.tailjoin-provisioner`.
+        '';
+      };
+      headscale = mkOption {
+        type = types.nullOr headscaleType;
+        default = null;
+        example = lib.literalExpression ''{ apiKey.credential.source = "/run/agenix/headscale-api-key"; user = "fleet"; }'';
+        description = ''
+          Mint a fresh single-use, pre-authorized key through headscale's API at every join
+          (tagged with `services.tailjoin.settings.advertise_tags`, ephemeral unless
+          `settings.ephemeral` is `false`).
+        '';
+      };
+      tailscaleOAuth = mkOption {
+        type = types.nullOr tailscaleOAuthType;
+        default = null;
+        example = lib.literalExpression ''
+          {
+            clientId = "kFAKEclientid";
+            clientSecret.credential.source = "/run/agenix/tailscale-oauth-secret";
+          }
+        '';
+        description = ''
+          Mint a fresh single-use, pre-authorized key through Tailscale's API with an OAuth
+          client at every join. Tailscale demands tags on such keys: set
+          `services.tailjoin.settings.advertise_tags` to tags the client owns.
+        '';
+      };
+    };
+  };
+}
