@@ -19,6 +19,8 @@
             self.nixosModules.tailjoin
             self.nixosModules.netboot
             ./modules/generic.nix
+            # Its VM variant, for `nixos-rebuild build-vm --flake .#generic` and `nix run .#vm`.
+            ./modules/try-vm.nix
             {nixpkgs.hostPlatform = system;}
           ]
           ++ extra;
@@ -85,6 +87,10 @@
         preferLocalBuild = true;
       };
 
+    # `nix run .#vm -- KEYFILE`: the generic OS in qemu, its key from KEYFILE at run time as a
+    # systemd credential over fw_cfg (modules/try-vm-app.nix).
+    tryVm = pkgs: pkgs.callPackage ./modules/try-vm-app.nix {nixos = generic pkgs.stdenv.hostPlatform.system [];};
+
     cargoCheck = pkgs: name: nativeBuildInputs: command:
       self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin.overrideAttrs (old: {
         pname = "tailjoin-${name}";
@@ -106,6 +112,14 @@
       tailjoin = pkgs.callPackage ./modules/package.nix {};
       default = tailjoin;
       netboot = netbootBundle pkgs pkgs.stdenv.hostPlatform.system;
+    });
+
+    apps = forAllSystems (pkgs: {
+      vm = {
+        type = "app";
+        program = lib.getExe (tryVm pkgs);
+        meta.description = "Boot the tailjoin generic OS in qemu with the auth key from a file";
+      };
     });
 
     nixosModules = {
@@ -142,6 +156,8 @@
       generic-toplevel = (generic pkgs.stdenv.hostPlatform.system []).config.system.build.toplevel;
       generic-fleet-toplevel = (generic pkgs.stdenv.hostPlatform.system [fleet]).config.system.build.toplevel;
       provisioner-toplevel = (provisioner pkgs.stdenv.hostPlatform.system).config.system.build.toplevel;
+      # `nix run .#vm`: its script (shellchecked by writeShellApplication) and the generic OS's VM.
+      try-vm = tryVm pkgs;
     });
 
     devShells = forAllSystems (pkgs: {

@@ -178,6 +178,7 @@ def boot(
     extra_append: str = "",
     mac: str | None = None,
     extra_credentials: dict[str, str] | None = None,
+    cred_method: str | None = None,
 ) -> BootResult:
     """Boot once. `credential` is the system credential's value (default: `key` itself; the
     ciphertext from encrypt_credential() for an --encrypted-credential image). `events` are
@@ -187,7 +188,8 @@ def boot(
     `key` None with no `credential`: no credential at all. `extra_append` goes on the kernel
     command line, `mac` onto the virtio NIC (default: qemu's own); `extra_credentials` maps
     further system credential names to their values (files `credential-NAME`, removed after the
-    boot like the key's);
+    boot like the key's); `cred_method` "smbios" or "fw_cfg" (default: $TAILJOIN_BOOT_CRED, else
+    smbios);
     `on_done(result)` runs once the guest has reported and is still up (for host-side checks
     such as headscale listing the node online); then qemu is stopped."""
     image = Path(image)
@@ -200,7 +202,7 @@ def boot(
         p.unlink(missing_ok=True)
 
     # The key goes into a 0600 file that qemu reads; never onto argv.
-    method = os.environ.get("TAILJOIN_BOOT_CRED", "smbios")
+    method = cred_method or os.environ.get("TAILJOIN_BOOT_CRED", "smbios")
     cred = run_dir / "credential"
     cred.unlink(missing_ok=True)
     value = key if credential is None else credential

@@ -45,8 +45,10 @@ from hook_receiver import HookReceiver  # noqa: E402
 
 try:
     import peers  # noqa: E402  (tests/real_peers/peers.py: the headscale harness)
+    from guest_headscale import GuestHeadscale  # noqa: E402  (test_netboot imports it from here too)
 except ImportError as e:  # pragma: no cover
     peers = None
+    GuestHeadscale = None
     _peers_import_error = e
 
 DOCUMENTED_FIELDS = [
@@ -77,26 +79,6 @@ def note(key: str, value) -> None:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-class GuestHeadscale(peers.Headscale if peers else object):  # type: ignore[misc]
-    """headscale on 127.0.0.1 that tells clients (and its DERP map) to use 10.0.2.2."""
-
-    GUEST_HOST = "10.0.2.2"
-
-    @property
-    def guest_url(self) -> str:
-        return f"http://{self.GUEST_HOST}:{self.port}"
-
-    def config_text(self) -> str:
-        text = super().config_text()
-        # server_url is what clients dial, and the embedded DERP region takes its host name
-        # and port from it; derp.server.ipv4 is the address clients use for that host.
-        new = re.sub(r"(?m)^server_url: .*$", f"server_url: {self.guest_url}", text)
-        new = re.sub(r"(?m)^(\s+ipv4:) 127\.0\.0\.1$", rf"\1 {self.GUEST_HOST}", new)
-        if new.count(self.guest_url) != 1 or f"ipv4: {self.GUEST_HOST}" not in new:
-            raise RuntimeError("tests/real_peers/peers.py changed its headscale config; update GuestHeadscale")
-        return new
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@
 # run, the JSON configs the module writes pass the real agent's `tailjoin check-config`, and the
 # unit the module renders equals tests/lib/render-unit.py's rendering of tailjoin-unit.json;
 # the provisioner module's configs pass `tailjoin provision --check` (and the ones its assertions
-# refuse fail it with exit 2). The agent is $TAILJOIN_BIN when set, else built from agent/.
+# refuse fail it with exit 2); the `nix run .#vm` script runs against a fake VM runner
+# (try-vm-app-check.sh). The agent is $TAILJOIN_BIN when set, else built from agent/.
 #
 #   tests/nix/check.sh          check
 #   tests/nix/check.sh --fix    format the .nix files first
@@ -274,6 +275,15 @@ EOF
         fi
       done
     fi
+
+    # The `nix run .#vm` script, run against a fake VM runner (tests/nix/try-vm-app-check.sh).
+    # shellcheck source=try-vm-app-check.sh
+    . tests/nix/try-vm-app-check.sh
+    # Its own directory, traversable by others: the unreadable-key case runs as nobody.
+    tryvm=$(mktemp -d)
+    chmod 755 "$tryvm"
+    try_vm_app_check "$work/eval.json" "$tryvm"
+    rm -rf "$tryvm"
 
     mapfile -t sets <"$work/sets"
     args=()

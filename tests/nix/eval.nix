@@ -2,8 +2,8 @@
 # the NixOS options the module sets (and for the few pkgs functions it calls). The tests of the
 # minting and kernel command line sources (eval-sources.nix), of the health settings and push
 # reporters (eval-health.nix), of modules/provisioner.nix (eval-provisioner.nix), of
-# secrets/examples (eval-examples.nix) and of flake.nix's modules (eval-flake.nix) run from here
-# too, with the same helpers.
+# secrets/examples (eval-examples.nix), of flake.nix's modules (eval-flake.nix) and of the try-it
+# VM (eval-try-vm.nix) run from here too, with the same helpers.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs.lib nix-instantiate --eval --strict --json tests/nix/eval.nix
 #
@@ -866,8 +866,9 @@ let
   examples = import ./eval-examples.nix helpers;
   flake = import ./eval-flake.nix helpers;
   netboot = import ./eval-netboot.nix helpers;
+  tryVm = import ./eval-try-vm.nix helpers;
 in {
-  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results;
+  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results ++ tryVm.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
     configs =
@@ -904,5 +905,7 @@ in {
     unitText = renderUnit svc;
     instance = builtins.removeAttrs svc.serviceConfig (builtins.attrNames unitSpec.service);
     libVersion = lib.version;
+    # The `nix run .#vm` script as the flake builds it (tests/nix/check.sh runs it).
+    inherit (tryVm.artifacts) tryVmAppText;
   };
 }
