@@ -34,4 +34,4 @@ fi
 export TAILJOIN_BIN TAILJOIN_PEERS_BIN
 
 cd "$here"
-exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py "$@"
+exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py test_demo_vm.py "$@"
