@@ -7,8 +7,9 @@ was up, and summary.json. Asserted: the node is online in headscale with a tailn
 guest's tailjoin is active and says running, the key came as the fw_cfg system credential (never
 on qemu's command line, never printed), and what the newcomer sees says so.
 
-Not part of tests/boot/run.sh: one more qemu boot (~1 min under TCG on a 2-core host, plus the
-image build: seconds with the cached base, minutes the first time). Needs root, like the demo:
+Run by tests/boot/run.sh (and so by CI): one more qemu boot (~1 min under TCG on a 2-core host,
+plus the image build: seconds with the cached base, minutes the first time). Needs root, like the
+demo; alone:
 
     sudo python3 -m pytest -v -s tests/boot/test_demo_vm.py
 """
