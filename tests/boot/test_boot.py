@@ -676,6 +676,10 @@ def test_headscale_unreachable_at_boot(image, headscale, out_root):
         [(e.get("TAILJOIN_STATE"), e.get("MESSAGE")) for e in journal])
     note("headscale-late.reports_before_join",
          [(e.get("TAILJOIN_STATE"), e.get("TAILJOIN_ERROR_KIND"), e.get("MESSAGE")) for e in reported][:5])
+    # The key was submitted once: a join timeout during the outage waits for tailscaled's own
+    # pending login instead of submitting the single-use key again (it would be "already used").
+    submitted = [e for e in journal if "submitted the key to tailscaled" in (e.get("MESSAGE") or "")]
+    assert len(submitted) == 1, [(e.get("TAILJOIN_STATE"), e.get("MESSAGE")) for e in journal]
 
 
 def file_contains(path: Path, needle: bytes) -> bool:
