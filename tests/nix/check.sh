@@ -216,7 +216,25 @@ elif [ -z "${NIXPKGS_LIB:-}" ]; then
   skip "JSON configs pass tailjoin check-config"
   skip "provisioner JSON configs pass tailjoin provision --check"
   skip "module's unit equals render-unit.py's rendering of tailjoin-unit.json"
+  skip "docs/options.md is current"
 else
+  if out=$(tests/nix/gen-options.sh --check 2>&1); then
+    pass "$(tail -n1 <<<"$out")"
+  else
+    fail "docs/options.md is stale: regenerate it with tests/nix/gen-options.sh" "$out"
+  fi
+  # The staleness check catches a changed description (a copy with one line edited).
+  stale=$(mktemp)
+  sed '0,/^- Type: /s//- Type: (edited) /' docs/options.md >"$stale"
+  out=$(tests/nix/gen-options.sh --check "$stale" 2>&1)
+  rc=$?
+  rm -f "$stale"
+  if [ $rc = 1 ] && grep -q "stale.*tests/nix/gen-options.sh" <<<"$out" && grep -q '^-- Type: (edited)' <<<"$out"; then
+    pass "gen-options.sh --check fails on an edited copy of docs/options.md, naming the command"
+  else
+    fail "gen-options.sh --check fails on an edited copy of docs/options.md, naming the command (exit $rc)" "$out"
+  fi
+
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   if ! nix-instantiate --eval --strict --json tests/nix/eval.nix >"$work/eval.json" 2>"$work/eval.err"; then
