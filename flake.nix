@@ -77,7 +77,7 @@
 
     # Classic NixOS netboot bundle: kernel, initrd with the squashed store, iPXE script.
     netbootBundle = pkgs: system: let
-      build = (generic system []).config.system.build;
+      inherit ((generic system []).config.system) build;
     in
       pkgs.symlinkJoin {
         name = "tailjoin-netboot";
@@ -125,7 +125,7 @@
     checks = forAllSystems (pkgs: let
       vmTest = file: import file {inherit pkgs self;};
     in {
-      tailjoin = self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin;
+      inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) tailjoin;
       cargo-clippy = cargoCheck pkgs "clippy" [pkgs.clippy] "cargo clippy --offline --all-targets -- -D warnings";
       cargo-fmt = pkgs.runCommand "tailjoin-fmt" {nativeBuildInputs = [pkgs.rustfmt];} ''
         cd ${lib.fileset.toSource {

@@ -34,7 +34,7 @@
       bootTokens.credential.source = "/run/agenix/boot-tokens";
     };
   };
-  with' = extra: lib.recursiveUpdate base extra;
+  with' = lib.recursiveUpdate base;
   # The provisioner enabled with exactly these settings.
   prov = settings: (eval [{services.tailjoin-provisioner = {enable = true;} // settings;}]).config;
   provWith = extra: prov (with' extra);
@@ -427,7 +427,7 @@
         c = prov plain;
       in
         !(c.systemd.services.tailjoin-provisioner.serviceConfig ? LoadCredential)
-        && lib.any (w: lib.hasInfix "mint.headscale.apiKey.file is read by the provisioner's dynamic user" w) c.warnings
+        && lib.any (lib.hasInfix "mint.headscale.apiKey.file is read by the provisioner's dynamic user") c.warnings
         && (prov base).warnings == [])
       (prov plain).warnings)
     (test "provisioner unit: a port below 1024 gets CAP_NET_BIND_SERVICE and no user namespace"
@@ -537,7 +537,7 @@
       (lib.all (p: p == []) (builtins.attrValues (lib.mapAttrs (_: s: failing (prov s) ++ leaksOf s) (leakScenarios fixture))))
       (lib.mapAttrs (_: s: failing (prov s) ++ leaksOf s) (leakScenarios fixture)))
     (test "store leak: provisioner secrets given as Nix path values are refused and still not copied"
-      (lib.all (s: lib.any (m: lib.hasInfix "a Nix path value" m) (failing (prov s)) && leaksOf s == [])
+      (lib.all (s: lib.any (lib.hasInfix "a Nix path value") (failing (prov s)) && leaksOf s == [])
         (builtins.attrValues (leakScenarios fixturePathValue)))
       (lib.mapAttrs (_: leaksOf) (leakScenarios fixturePathValue)))
   ];

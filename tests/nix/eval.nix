@@ -80,28 +80,30 @@ let
         type = types.listOf types.str;
         default = [];
       };
-      services.tailscale = {
-        enable = mkOption {
-          type = types.bool;
-          default = false;
+      services = {
+        tailscale = {
+          enable = mkOption {
+            type = types.bool;
+            default = false;
+          };
+          authKeyFile = mkOption {
+            type = types.nullOr types.path;
+            default = null;
+          };
         };
-        authKeyFile = mkOption {
-          type = types.nullOr types.path;
-          default = null;
+        # The netboot examples wire the provisioner to these; their options are nixpkgs' own.
+        pixiecore = mkOption {
+          type = types.attrsOf types.anything;
+          default = {};
+        };
+        dnsmasq = mkOption {
+          type = types.attrsOf types.anything;
+          default = {};
         };
       };
       environment.systemPackages = mkOption {
         type = types.listOf types.anything;
         default = [];
-      };
-      # The netboot examples wire the provisioner to these; their options are nixpkgs' own.
-      services.pixiecore = mkOption {
-        type = types.attrsOf types.anything;
-        default = {};
-      };
-      services.dnsmasq = mkOption {
-        type = types.attrsOf types.anything;
-        default = {};
       };
       boot.kernelParams = mkOption {
         type = types.listOf types.str;
