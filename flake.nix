@@ -116,6 +116,21 @@
       netboot = ./modules/netboot.nix;
     };
 
+    # `nix flake init -t <this flake>`: a home lab with a provisioner box and a netboot machine.
+    templates.default = {
+      path = ./templates/default;
+      description = "Home lab: a tailjoin provisioner box and the netboot machines it boots";
+      welcomeText = ''
+        # A tailjoin home lab
+
+        - `flake.nix`: point the `tailjoin` input at your clone of tailjoin (or a git URL).
+        - `box.nix`: the always-on box; its secrets are files under /var/lib/tailjoin-secrets.
+        - `machine.nix`: the image every netbooted machine runs; put your SSH key in it.
+
+        Then, on the box: `nixos-rebuild switch --flake .#box`.
+      '';
+    };
+
     nixosConfigurations = {
       generic = generic "x86_64-linux" [];
       generic-fleet = generic "x86_64-linux" [fleet];

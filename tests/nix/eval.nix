@@ -2,8 +2,8 @@
 # the NixOS options the module sets (and for the few pkgs functions it calls). The tests of the
 # minting and kernel command line sources (eval-sources.nix), of the health settings and push
 # reporters (eval-health.nix), of modules/provisioner.nix (eval-provisioner.nix), of
-# secrets/examples (eval-examples.nix) and of flake.nix's modules (eval-flake.nix) run from here
-# too, with the same helpers.
+# secrets/examples (eval-examples.nix), of flake.nix's modules (eval-flake.nix) and of the flake
+# template templates/default (eval-template.nix) run from here too, with the same helpers.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs.lib nix-instantiate --eval --strict --json tests/nix/eval.nix
 #
@@ -718,8 +718,9 @@ let
   examples = import ./eval-examples.nix helpers;
   flake = import ./eval-flake.nix helpers;
   netboot = import ./eval-netboot.nix helpers;
+  template = import ./eval-template.nix helpers;
 in {
-  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results;
+  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results ++ template.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
     configs =
@@ -740,10 +741,11 @@ in {
       }
       // sources.configs
       // health.configs
-      // examples.configs;
+      // examples.configs
+      // template.configs;
     # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
     # naming the field).
-    provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs;
+    provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs // template.provisionerConfigs;
     badProvisionerConfigs = provisioner.badConfigs;
     # A health setting the agent does not know (the options cannot make one; extraSettings can):
     # it must be rejected with the field named, not ignored.
