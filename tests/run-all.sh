@@ -30,6 +30,9 @@ step "nix: parse and lint every .nix file; evaluate the module when a nixpkgs li
 # it check.sh says loudly that they did not run, and fails when CI=true (as CI sets it).
 tests/nix/check.sh
 
+step "docs: every command in the README is exercised (the demo and nix flake init run here)"
+python3 tests/docs/check_readme.py
+
 step "fuzz: a short cargo-fuzz run of every parser that reads untrusted bytes (docs/FUZZING.md)"
 tests/fuzz.sh --seconds "${TAILJOIN_FUZZ_SECONDS:-15}"
 

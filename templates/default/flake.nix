@@ -10,7 +10,7 @@
     # Where the tailjoin flake is: your clone of it, or a git URL of your choice, e.g.
     #   url = "git+https://git.lab.example/infra/tailjoin?ref=main";
     tailjoin = {
-      url = "path:/srv/tailjoin";
+      url = "git+file:///srv/tailjoin";
       inputs.nixpkgs.follows = "nixpkgs";
     };
   };

@@ -131,7 +131,7 @@ in {
         == (import ../../flake.nix).inputs.nixpkgs
         && flake.inputs.tailjoin
         == {
-          url = "path:/srv/tailjoin";
+          url = "git+file:///srv/tailjoin";
           inputs.nixpkgs.follows = "nixpkgs";
         })
       flake.inputs)
