@@ -12,8 +12,8 @@ command and has arguments (or names a tests/ script). Each must match an entry o
   ci    tests/run-all.sh (what .ci/run runs) calls it;
   manual  the README itself says it is not run in CI or here, next to the command.
 A README command with no entry, or an entry no README command needs, fails the check. Besides:
-every Nix example parses, every tests/ path the README names exists, and no placeholder flake
-URL (github:OWNER/…) is left.
+the first screen gives exactly the two commands, every Nix example parses, every path the
+README names exists, and no placeholder flake URL (github:OWNER/…) is left.
 
 The agent is $TAILJOIN_BIN, else agent/target/release/tailjoin (cargo build --release in
 agent/). The demo needs what tests/demo.sh builds (cached after the first run). `nix flake
@@ -281,6 +281,10 @@ def main() -> int:
                 check(f"`{cmd}` is stated as not run ({detail})", detail in para, para)
     for i, (pat, _, _) in enumerate(COVERAGE):
         check(f"COVERAGE entry {pat} is needed by a README command", i in used_entries)
+    first_screen = text.split("\n---\n", 1)[0]
+    first = [c for info, body in blocks(first_screen) if info == "sh" for c in commands(f"```sh\n{body}```\n")]
+    check("the README's first screen (above the first ---) gives exactly two commands: tests/demo.sh, tests/run-all.sh",
+          first == ["tests/demo.sh", "tests/run-all.sh"] and first_screen.count("```") == 2, f"{first}")
     check("no placeholder flake URL (github:OWNER/…) in the README", "OWNER" not in text,
           "\n".join(l for l in text.splitlines() if "OWNER" in l))
 
