@@ -1,37 +1,43 @@
 //! Lints for .nix files: the anti-patterns the Nix linter statix reports, checked on rnix's
 //! syntax tree (rnix 0.10, the parser statix and alejandra use). This is our own implementation
 //! of the lints that matter for this repository, not statix: statix is in no package registry
-//! reachable here. Each lint names the statix lint it stands in for.
+//! reachable here. `LINTS` names the statix lint each stands in for.
 //!
 //! Pure: `lint` takes source text and returns findings; `main.rs` reads the files.
 
 use rnix::types::{
-    BinOp, BinOpKind, EntryHolder, Ident, IfElse, KeyValue, Lambda, LetIn, Paren, Pattern, Select,
-    TokenWrapper, TypedNode, Wrapper,
+    BinOp, BinOpKind, EntryHolder, Ident, IfElse, Inherit, KeyValue, Lambda, LetIn, Paren, Pattern,
+    Select, TokenWrapper, TypedNode, Wrapper,
 };
 use rnix::{SyntaxKind, SyntaxNode};
 
-/// The lints, by the name a finding carries.
-pub const LINTS: &[&str] = &[
-    "manual-inherit",
-    "manual-inherit-from",
-    "repeated-keys",
-    "empty-let",
-    "collapsible-let",
-    "useless-parens",
-    "bool-comparison",
-    "if-then-bool",
-    "eta-reduction",
-    "empty-pattern",
-    "redundant-pattern-bind",
-    "useless-has-attr",
-    "legacy-let",
-    "deprecated-is-null",
-    "unquoted-uri",
+/// The lints: the name a finding carries, and the statix lint it stands in for.
+pub const LINTS: &[(&str, &str)] = &[
+    ("manual-inherit", "manual_inherit"),
+    ("manual-inherit-from", "manual_inherit_from"),
+    ("repeated-keys", "repeated_keys"),
+    ("empty-let", "empty_let_in"),
+    ("collapsible-let", "collapsible_let_in"),
+    ("useless-parens", "useless_parens"),
+    ("bool-comparison", "bool_comparison"),
+    ("bool-simplification", "bool_simplification"),
+    ("if-then-bool", "none: `if c then true else false`"),
+    ("eta-reduction", "eta_reduction"),
+    ("empty-pattern", "empty_pattern"),
+    ("redundant-pattern-bind", "redundant_pattern_bind"),
+    ("useless-has-attr", "useless_has_attr"),
+    ("empty-inherit", "empty_inherit"),
+    ("empty-list-concat", "empty_list_concat"),
+    ("unquoted-splice", "unquoted_splice"),
+    ("legacy-let", "legacy_let_syntax"),
+    ("deprecated-is-null", "deprecated_is_null"),
+    ("deprecated-to-path", "deprecated_to_path"),
+    ("faster-builtin", "faster_groupby, faster_zipattrswith"),
+    ("unquoted-uri", "unquoted_uri"),
 ];
 
 /// Entries of one attribute set or let sharing their first key segment, from this many on, are
-/// reported as repeated keys (statix's repeated_keys reports three or more too).
+/// reported as repeated keys: the common pair `a.b = …; a.c = …;` stays allowed.
 pub const REPEATED_KEYS_AT: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,21 +144,73 @@ fn check_node(node: &SyntaxNode, out: &mut Vec<Finding>) {
         NODE_BIN_OP => bool_comparison(node, out),
         NODE_IF_ELSE => if_else(node, out),
         NODE_LAMBDA => lambda(node, out),
-        NODE_APPLY => {
-            if let Some(f) = node.first_child() {
-                let name = f.text().to_string();
-                if name == "isNull" || name == "builtins.isNull" {
-                    push(
-                        out,
-                        "deprecated-is-null",
-                        node,
-                        format!("`{name} x` is deprecated: use `x == null`"),
-                    );
-                }
-            }
+        NODE_APPLY => apply(node, out),
+        NODE_UNARY_OP => negation(node, out),
+        NODE_INHERIT
+            if Inherit::cast(node.clone()).is_some_and(|i| i.idents().next().is_none()) =>
+        {
+            push(
+                out,
+                "empty-inherit",
+                node,
+                "`inherit` of nothing: drop it".into(),
+            );
+        }
+        // `${x}` anywhere but in a key (`{ ${x} = 1; }`, `a.${x}`) or a string.
+        NODE_DYNAMIC
+            if !node
+                .parent()
+                .is_some_and(|p| matches!(p.kind(), NODE_KEY | NODE_SELECT)) =>
+        {
+            let msg = format!("`{}` outside a string: drop the `${{ }}`", short(node));
+            push(out, "unquoted-splice", node, msg);
         }
         _ => {}
     }
+}
+
+/// Calls of deprecated builtins, and of lib functions a builtin does faster.
+fn apply(node: &SyntaxNode, out: &mut Vec<Finding>) {
+    let Some(f) = node.first_child() else { return };
+    let name = f.text().to_string();
+    match name.as_str() {
+        "isNull" | "builtins.isNull" => {
+            let msg = format!("`{name} x` is deprecated: use `x == null`");
+            push(out, "deprecated-is-null", node, msg);
+        }
+        "builtins.toPath" => {
+            let msg = "`builtins.toPath` is deprecated: use `/. + x` or a string".to_owned();
+            push(out, "deprecated-to-path", node, msg);
+        }
+        "lib.groupBy" | "lib.zipAttrsWith" => {
+            let builtin = name.replace("lib.", "builtins.");
+            let msg = format!("`{name}`: `{builtin}` is the same, faster");
+            push(out, "faster-builtin", node, msg);
+        }
+        _ => {}
+    }
+}
+
+/// `!(a == b)` is `a != b`, and `!(a != b)` is `a == b`.
+fn negation(node: &SyntaxNode, out: &mut Vec<Finding>) {
+    let inner = node
+        .first_child()
+        .and_then(Paren::cast)
+        .and_then(|p| p.inner());
+    let Some(op) = inner.and_then(BinOp::cast).and_then(|b| b.operator()) else {
+        return;
+    };
+    let (from, to) = match op {
+        BinOpKind::Equal => ("==", "!="),
+        BinOpKind::NotEqual => ("!=", "=="),
+        _ => return,
+    };
+    push(
+        out,
+        "bool-simplification",
+        node,
+        format!("`!(a {from} b)`: use `a {to} b`"),
+    );
 }
 
 /// The text of an identifier node, or None.
@@ -279,6 +337,15 @@ fn bool_comparison(node: &SyntaxNode, out: &mut Vec<Finding>) {
     let Some(op) = BinOp::cast(node.clone()) else {
         return;
     };
+    if op.operator() == Some(BinOpKind::Concat) {
+        let empty = |n: Option<SyntaxNode>| {
+            n.is_some_and(|n| n.kind() == SyntaxKind::NODE_LIST && n.first_child().is_none())
+        };
+        if empty(op.lhs()) || empty(op.rhs()) {
+            let msg = format!("`{}`: concatenating `[]` changes nothing", short(node));
+            push(out, "empty-list-concat", node, msg);
+        }
+    }
     if !matches!(op.operator(), Some(BinOpKind::Equal | BinOpKind::NotEqual)) {
         return;
     }

@@ -8,7 +8,11 @@ fn main() -> ExitCode {
     let files: Vec<String> = std::env::args().skip(1).collect();
     if files.is_empty() || files.iter().any(|f| f.starts_with('-')) {
         eprintln!("usage: tailjoin-nix-lint FILE...");
-        eprintln!("lints: {}", tailjoin_nix_lint::LINTS.join(", "));
+        let names: Vec<&str> = tailjoin_nix_lint::LINTS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        eprintln!("lints: {}", names.join(", "));
         return ExitCode::from(2);
     }
     let (mut findings, mut broken) = (0usize, 0usize);

@@ -36,12 +36,21 @@ fn each_lint_reports_its_pattern() {
         ("deprecated-is-null", "x: isNull x.a"),
         ("deprecated-is-null", "x: builtins.isNull x.a"),
         ("unquoted-uri", "https://example.com"),
+        ("bool-simplification", "x: !(x == 1)"),
+        ("bool-simplification", "x: !(x != 1)"),
+        ("empty-inherit", "{ inherit; }"),
+        ("empty-list-concat", "x: [] ++ x"),
+        ("empty-list-concat", "x: x ++ []"),
+        ("unquoted-splice", "x: ${x}"),
+        ("deprecated-to-path", "x: builtins.toPath x.a"),
+        ("faster-builtin", "lib: f: lib.groupBy f [1]"),
+        ("faster-builtin", "lib: f: lib.zipAttrsWith f [{}]"),
     ];
     for (expected, source) in cases {
         assert_eq!(lints(source), vec![*expected], "{source}");
     }
     // Every lint has a case.
-    for name in LINTS {
+    for (name, _) in LINTS {
         assert!(cases.iter().any(|(l, _)| l == name), "no case for {name}");
     }
 }
@@ -72,6 +81,13 @@ fn clean_forms_are_left_alone() {
         "s: if s ? a then s.b else 1",
         "\"https://example.com\"",
         "let isNull = 1; in isNull",
+        "x: !(x && true)",
+        "x: !x",
+        "x: [1] ++ x",
+        "x: { ${x} = 1; }",
+        "x: y: y.${x}",
+        "x: \"a${x}\"",
+        "lib: lib.groupBy",
     ];
     for source in clean {
         assert_eq!(lints(source), Vec::<&str>::new(), "{source}");
