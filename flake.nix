@@ -79,7 +79,7 @@
 
     # Classic NixOS netboot bundle: kernel, initrd with the squashed store, iPXE script.
     netbootBundle = pkgs: system: let
-      build = (generic system []).config.system.build;
+      inherit ((generic system []).config.system) build;
     in
       pkgs.symlinkJoin {
         name = "tailjoin-netboot";
@@ -130,6 +130,21 @@
       netboot = ./modules/netboot.nix;
     };
 
+    # `nix flake init -t <this flake>`: a home lab with a provisioner box and a netboot machine.
+    templates.default = {
+      path = ./templates/default;
+      description = "Home lab: a tailjoin provisioner box and the netboot machines it boots";
+      welcomeText = ''
+        # A tailjoin home lab
+
+        - `flake.nix`: point the `tailjoin` input at your clone of tailjoin (or a git URL).
+        - `box.nix`: the always-on box; its secrets are files under /var/lib/tailjoin-secrets.
+        - `machine.nix`: the image every netbooted machine runs; put your SSH key in it.
+
+        Then, on the box: `nixos-rebuild switch --flake .#box`.
+      '';
+    };
+
     nixosConfigurations = {
       generic = generic "x86_64-linux" [];
       generic-fleet = generic "x86_64-linux" [fleet];
@@ -139,7 +154,7 @@
     checks = forAllSystems (pkgs: let
       vmTest = file: import file {inherit pkgs self;};
     in {
-      tailjoin = self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin;
+      inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) tailjoin;
       cargo-clippy = cargoCheck pkgs "clippy" [pkgs.clippy] "cargo clippy --offline --all-targets -- -D warnings";
       cargo-fmt = pkgs.runCommand "tailjoin-fmt" {nativeBuildInputs = [pkgs.rustfmt];} ''
         cd ${lib.fileset.toSource {

@@ -39,7 +39,7 @@
         ''
       ];
       services.${service}.settings = lib.mkIf (defs != [] && onlyIf config) (
-        lib.setAttrByPath to (lib.mkMerge (map (v: lib.mkOverride opt.highestPrio v) defs))
+        lib.setAttrByPath to (lib.mkMerge (map (lib.mkOverride opt.highestPrio) defs))
       );
     };
   };

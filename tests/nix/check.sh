@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Checks the Nix side without nixpkgs: every .nix file parses; statix, deadnix and alejandra's
-# formatting pass; flake.lock pins what DESIGN.md says; and, when NIXPKGS_LIB points at a
-# checkout of github:nix-community/nixpkgs.lib, the module evaluation tests (tests/nix/eval.nix)
-# run, the JSON configs the module writes pass the real agent's `tailjoin check-config`, and the
-# unit the module renders equals tests/lib/render-unit.py's rendering of tailjoin-unit.json;
-# the provisioner module's configs pass `tailjoin provision --check` (and the ones its assertions
-# refuse fail it with exit 2); the `nix run .#vm` script runs against a fake VM runner
-# (try-vm-app-check.sh). The agent is $TAILJOIN_BIN when set, else built from agent/.
+# Checks the Nix side without nixpkgs: every .nix file parses; deadnix, alejandra's formatting
+# and tests/nix/lint (our statix-style lints) pass; flake.lock pins what DESIGN.md says; and,
+# with the nixpkgs lib (a checkout of github:nix-community/nixpkgs.lib at $NIXPKGS_LIB), the
+# module evaluation tests (tests/nix/eval.nix) run, the JSON configs the module writes pass the
+# real agent's `tailjoin check-config`, and the unit the module renders equals
+# tests/lib/render-unit.py's rendering of tailjoin-unit.json; the provisioner module's configs
+# pass `tailjoin provision --check` (and the ones its assertions refuse fail it with exit 2);
+# the `nix run .#vm` script runs against a fake VM runner (try-vm-app-check.sh).
+# The agent is $TAILJOIN_BIN when set, else built from agent/.
 #
-#   tests/nix/check.sh          check
-#   tests/nix/check.sh --fix    format the .nix files first
+#   tests/nix/check.sh              check
+#   tests/nix/check.sh --fix        format the .nix files first
+#   tests/nix/check.sh --eval-only  only the module evaluation (check.sh's own test of the
+#                                   missing-lib rule runs this)
+#
+# NIXPKGS_LIB: unset = $TAILJOIN_CACHE/nixpkgs-lib (~/.cache/tailjoin/nixpkgs-lib) when that
+# exists; empty = no lib. Without a lib the evaluation is skipped loudly, except when CI=true:
+# then the run fails, saying how to fetch the lib.
 #
 # Installs what it lacks: nix-bin (apt), deadnix (crates.io), the formatter helper
-# tests/nix/fmt (crates.io's alejandra library). statix is used when found ($STATIX, PATH or
-# $TAILJOIN_CACHE/nixtools/bin); no registry reachable from CI has it, so otherwise it is
-# reported as skipped. Last line: `N passed, M failed[, K skipped]`; exit 1 on any failure.
+# tests/nix/fmt (crates.io's alejandra library) and the linter tests/nix/lint (our statix-style
+# lints on crates.io's rnix, the parser statix uses; statix itself is in no registry reachable
+# here, and is run too when $STATIX or PATH has it).
+# Last line: `N passed, M failed[, K skipped]`; exit 1 on any failure.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -22,8 +30,16 @@ cd "$ROOT" || exit 1
 CACHE=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
 TOOLS=$CACHE/nixtools
 DEADNIX_VERSION=1.3.1
-FIX=0
-[ "${1:-}" = "--fix" ] && FIX=1
+FIX=0 EVAL_ONLY=0
+case "${1:-}" in
+  --fix) FIX=1 ;;
+  --eval-only) EVAL_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: tests/nix/check.sh [--fix|--eval-only]" >&2; exit 2 ;;
+esac
+# Unset: the cache path when it holds the lib. Set (even to empty): as given.
+if [ -z "${NIXPKGS_LIB+set}" ] && [ -d "$CACHE/nixpkgs-lib" ]; then export NIXPKGS_LIB=$CACHE/nixpkgs-lib; fi
+LIB_FIX="git clone https://github.com/nix-community/nixpkgs.lib $CACHE/nixpkgs-lib"
 
 passed=0 failed=0 skipped=0
 pass() { passed=$((passed + 1)); echo "ok    $1"; }
@@ -64,60 +80,88 @@ command -v nix-instantiate >/dev/null 2>&1 || {
 }
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed (see tests/lib/ensure-deps.sh)"
 
-if ! deadnix --version 2>/dev/null | grep -q "deadnix $DEADNIX_VERSION"; then
-  echo "installing deadnix $DEADNIX_VERSION from crates.io into $TOOLS" >&2
-  cargo install --quiet --locked --root "$TOOLS" "deadnix@$DEADNIX_VERSION" >&2 || die "cargo install deadnix failed"
-fi
+# Everything but the module evaluation: lint tools, then format, parse, lint, the lock file.
+static_checks() {
+  if ! deadnix --version 2>/dev/null | grep -q "deadnix $DEADNIX_VERSION"; then
+    echo "installing deadnix $DEADNIX_VERSION from crates.io into $TOOLS" >&2
+    cargo install --quiet --locked --root "$TOOLS" "deadnix@$DEADNIX_VERSION" >&2 || die "cargo install deadnix failed"
+  fi
 
-# alejandra's CLI is not on crates.io, its library is: tests/nix/fmt wraps it.
-NIXFMT_TARGET=$CACHE/nix-fmt-target
-NIXFMT=$NIXFMT_TARGET/release/tailjoin-nix-fmt
-CARGO_TARGET_DIR=$NIXFMT_TARGET cargo build --quiet --release --locked --manifest-path tests/nix/fmt/Cargo.toml >&2 \
-  || die "cannot build tests/nix/fmt (the alejandra formatter)"
+  # alejandra's CLI is not on crates.io, its library is: tests/nix/fmt wraps it.
+  NIXFMT_TARGET=$CACHE/nix-fmt-target
+  NIXFMT=$NIXFMT_TARGET/release/tailjoin-nix-fmt
+  CARGO_TARGET_DIR=$NIXFMT_TARGET cargo build --quiet --release --locked --manifest-path tests/nix/fmt/Cargo.toml >&2 \
+    || die "cannot build tests/nix/fmt (the alejandra formatter)"
 
-# The real statix is the Nix linter; crates.io's crate named statix is an unrelated HTTP server.
-STATIX_BIN=${STATIX:-}
-if [ -z "$STATIX_BIN" ]; then STATIX_BIN=$(command -v statix 2>/dev/null || true); fi
-if [ -n "$STATIX_BIN" ] && ! "$STATIX_BIN" check --help 2>/dev/null | grep -qi "lints"; then
-  echo "ignoring $STATIX_BIN: it is not the Nix linter statix" >&2
-  STATIX_BIN=""
-fi
+  # Our statix-style lints on rnix's syntax tree (statix itself is in no registry reachable
+  # here: crates.io's crate named statix is an unrelated HTTP server).
+  NIXLINT_TARGET=$CACHE/nix-lint-target
+  NIXLINT=$NIXLINT_TARGET/release/tailjoin-nix-lint
+  CARGO_TARGET_DIR=$NIXLINT_TARGET cargo build --quiet --release --locked --manifest-path tests/nix/lint/Cargo.toml >&2 \
+    || die "cannot build tests/nix/lint (the Nix linter)"
 
-mapfile -t NIX_FILES < <(git ls-files -co --exclude-standard -- '*.nix' | grep -v '^agent/target/' | sort)
-[ "${#NIX_FILES[@]}" -gt 0 ] || die "no .nix files found"
+  # The real statix, when someone has it: $STATIX or on PATH.
+  STATIX_BIN=${STATIX:-}
+  if [ -z "$STATIX_BIN" ]; then STATIX_BIN=$(command -v statix 2>/dev/null || true); fi
+  if [ -n "$STATIX_BIN" ] && ! "$STATIX_BIN" check --help 2>/dev/null | grep -qi "lints"; then
+    echo "ignoring $STATIX_BIN: it is not the Nix linter statix" >&2
+    STATIX_BIN=""
+  fi
 
-# ------------------------------------------------------------------ format, parse, lint
-if [ $FIX = 1 ]; then
-  "$NIXFMT" "${NIX_FILES[@]}" || true
-fi
+  mapfile -t NIX_FILES < <(git ls-files -co --exclude-standard -- '*.nix' | grep -v '^agent/target/' | sort)
+  [ "${#NIX_FILES[@]}" -gt 0 ] || die "no .nix files found"
 
-for f in "${NIX_FILES[@]}"; do
-  if out=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then pass "parses: $f"; else fail "parses: $f" "$out"; fi
-done
+  # ------------------------------------------------------------------ format, parse, lint
+  if [ $FIX = 1 ]; then
+    "$NIXFMT" "${NIX_FILES[@]}" || true
+  fi
 
-if out=$("$NIXFMT" --check "${NIX_FILES[@]}" 2>&1); then
-  pass "alejandra formatting (${#NIX_FILES[@]} files)"
-else
-  fail "alejandra formatting (fix: tests/nix/check.sh --fix)" "$out"
-fi
-
-if out=$(deadnix --fail "${NIX_FILES[@]}" 2>&1); then pass "deadnix --fail"; else fail "deadnix --fail" "$out"; fi
-
-if [ -n "$STATIX_BIN" ]; then
-  statix_out="" statix_ok=1
   for f in "${NIX_FILES[@]}"; do
-    if ! o=$("$STATIX_BIN" check --format errfmt "$f" 2>&1); then statix_ok=0; statix_out+="$o"$'\n'; fi
+    if out=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then pass "parses: $f"; else fail "parses: $f" "$out"; fi
   done
-  if [ $statix_ok = 1 ]; then pass "statix check"; else fail "statix check" "$statix_out"; fi
-else
-  loud "statix was NOT run: it is in no registry this machine or CI can reach" \
-    "(crates.io's crate 'statix' is an unrelated HTTP server). Build it from its source" \
-    "and set STATIX=/path/to/statix, or put it on PATH, to run it."
-  skip "statix check"
-fi
 
-# ------------------------------------------------------------------ flake.lock and inputs
-if out=$(python3 - <<'EOF' 2>&1
+  if out=$("$NIXFMT" --check "${NIX_FILES[@]}" 2>&1); then
+    pass "alejandra formatting (${#NIX_FILES[@]} files)"
+  else
+    fail "alejandra formatting (fix: tests/nix/check.sh --fix)" "$out"
+  fi
+
+  if out=$(deadnix --fail "${NIX_FILES[@]}" 2>&1); then pass "deadnix --fail"; else fail "deadnix --fail" "$out"; fi
+
+  if out=$(CARGO_TARGET_DIR=$NIXLINT_TARGET cargo test --quiet --release --locked --manifest-path tests/nix/lint/Cargo.toml 2>&1); then
+    pass "tests/nix/lint's own tests: each lint reports its pattern and leaves the clean forms alone"
+  else
+    fail "tests/nix/lint's own tests" "$(tail -30 <<<"$out")"
+  fi
+  bad=$(mktemp --suffix .nix)
+  printf 'x: {\n  a = a;\n  b = x.b;\n}\n' >"$bad"
+  out=$("$NIXLINT" "$bad" 2>&1)
+  rc=$?
+  rm -f "$bad"
+  if [ $rc = 1 ] && grep -q ":2:3: \[manual-inherit\]" <<<"$out" && grep -q ":3:3: \[manual-inherit-from\]" <<<"$out"; then
+    pass "tests/nix/lint exits 1 on a file with findings, naming line, column and lint"
+  else
+    fail "tests/nix/lint exits 1 on a file with findings, naming line, column and lint (exit $rc)" "$out"
+  fi
+  if out=$("$NIXLINT" "${NIX_FILES[@]}" 2>&1); then
+    pass "tests/nix/lint, statix-style lints (${#NIX_FILES[@]} files: $("$NIXLINT" 2>&1 | sed -n 's/^lints: //p'))"
+  else
+    fail "tests/nix/lint, statix-style lints (tests/nix/lint/src/lib.rs says what each means)" "$out"
+  fi
+
+  if [ -n "$STATIX_BIN" ]; then
+    statix_out="" statix_ok=1
+    for f in "${NIX_FILES[@]}"; do
+      if ! o=$("$STATIX_BIN" check --format errfmt "$f" 2>&1); then statix_ok=0; statix_out+="$o"$'\n'; fi
+    done
+    if [ $statix_ok = 1 ]; then pass "statix check"; else fail "statix check" "$statix_out"; fi
+  else
+    echo "      (the real statix is not installed, as in no registry reachable here; tests/nix/lint ran"
+    echo "       in its place. Set STATIX=/path/to/statix, or put it on PATH, to run it as well.)"
+  fi
+
+  # ------------------------------------------------------------------ flake.lock and inputs
+  if out=$(python3 - <<'EOF' 2>&1
 import json
 lock = json.load(open("flake.lock"))
 assert lock["version"] == 7 and lock["root"] == "root", "lock version/root"
@@ -131,24 +175,27 @@ assert n["locked"] == {
 }, n["locked"]
 assert n["original"] == {"owner": "NixOS", "ref": "nixos-26.05", "repo": "nixpkgs", "type": "github"}, n["original"]
 EOF
-); then pass "flake.lock pins nixpkgs as DESIGN.md says"; else fail "flake.lock pins nixpkgs as DESIGN.md says" "$out"; fi
+  ); then pass "flake.lock pins nixpkgs as DESIGN.md says"; else fail "flake.lock pins nixpkgs as DESIGN.md says" "$out"; fi
 
-if out=$(nix-instantiate --eval --strict --json -E '(import ./flake.nix).inputs' 2>&1) \
-  && [ "$out" = '{"nixpkgs":{"url":"github:NixOS/nixpkgs/nixos-26.05"}}' ]; then
-  pass "flake.nix: nixpkgs is the only input and follows the locked ref"
-else
-  fail "flake.nix: nixpkgs is the only input and follows the locked ref" "$out"
-fi
+  if out=$(nix-instantiate --eval --strict --json -E '(import ./flake.nix).inputs' 2>&1) \
+    && [ "$out" = '{"nixpkgs":{"url":"github:NixOS/nixpkgs/nixos-26.05"}}' ]; then
+    pass "flake.nix: nixpkgs is the only input and follows the locked ref"
+  else
+    fail "flake.nix: nixpkgs is the only input and follows the locked ref" "$out"
+  fi
 
-# ------------------------------------------------------------------ unit renderer (no lib needed)
-if out=$(python3 tests/lib/render-unit.py modules/tailjoin-unit.json --set Service.ExecStart=/x 2>&1) \
-  && grep -qx 'CapabilityBoundingSet=' <<<"$out" && grep -qx 'NoNewPrivileges=true' <<<"$out" \
-  && grep -qx 'RestrictAddressFamilies=AF_INET6' <<<"$out" && grep -qx 'StartLimitBurst=5' <<<"$out" \
-  && grep -qx 'ExecStart=/x' <<<"$out" && grep -qx 'WantedBy=multi-user.target' <<<"$out"; then
-  pass "render-unit.py renders tailjoin-unit.json (list, bool, number, empty string)"
-else
-  fail "render-unit.py renders tailjoin-unit.json" "$out"
-fi
+  # ------------------------------------------------------------------ unit renderer (no lib needed)
+  if out=$(python3 tests/lib/render-unit.py modules/tailjoin-unit.json --set Service.ExecStart=/x 2>&1) \
+    && grep -qx 'CapabilityBoundingSet=' <<<"$out" && grep -qx 'NoNewPrivileges=true' <<<"$out" \
+    && grep -qx 'RestrictAddressFamilies=AF_INET6' <<<"$out" && grep -qx 'StartLimitBurst=5' <<<"$out" \
+    && grep -qx 'ExecStart=/x' <<<"$out" && grep -qx 'WantedBy=multi-user.target' <<<"$out"; then
+    pass "render-unit.py renders tailjoin-unit.json (list, bool, number, empty string)"
+  else
+    fail "render-unit.py renders tailjoin-unit.json" "$out"
+  fi
+}
+
+[ $EVAL_ONLY = 1 ] || static_checks
 
 # ------------------------------------------------------------------ module evaluation
 if out=$(env -u NIXPKGS_LIB nix-instantiate --eval --strict --json tests/nix/eval.nix 2>&1); then
@@ -159,15 +206,63 @@ else
   fail "eval.nix refuses to run without NIXPKGS_LIB, saying so" "$out"
 fi
 
-if [ -z "${NIXPKGS_LIB:-}" ]; then
-  loud "MODULE EVALUATION TESTS WERE NOT RUN: NIXPKGS_LIB is not set." \
+# A missing lib is a loud skip on a person's machine and a failure in CI (CI=true), where a
+# green run must mean the evaluation ran. check.sh tests this rule on itself (--eval-only).
+if [ $EVAL_ONLY = 0 ]; then
+  for ci in true ""; do
+    out=$(CI=$ci NIXPKGS_LIB="" bash "$ROOT/tests/nix/check.sh" --eval-only 2>&1)
+    rc=$?
+    if [ "$ci" = true ]; then
+      what="CI=true with no nixpkgs lib: the run fails, saying how to fetch it"
+      if [ $rc = 1 ] && grep -q "^FAIL  module evaluation tests" <<<"$out" && grep -qF "$LIB_FIX" <<<"$out" \
+        && tail -n1 <<<"$out" | grep -q " 1 failed, 0 skipped$"; then pass "$what"; else fail "$what (exit $rc)" "$out"; fi
+    else
+      what="a person's run with no nixpkgs lib: a loud skip, exit 0"
+      if [ $rc = 0 ] && grep -q "^SKIP  module evaluation tests" <<<"$out" && grep -q "^!!! MODULE EVALUATION TESTS WERE NOT RUN" <<<"$out" \
+        && grep -qF "$LIB_FIX" <<<"$out"; then pass "$what"; else fail "$what (exit $rc)" "$out"; fi
+    fi
+  done
+fi
+
+if [ -n "${NIXPKGS_LIB+set}" ]; then
+  LIB_WHY="NIXPKGS_LIB is set but empty"
+else
+  LIB_WHY="NIXPKGS_LIB is unset and $CACHE/nixpkgs-lib does not exist"
+fi
+if [ -z "${NIXPKGS_LIB:-}" ] && [ "${CI:-}" = true ]; then
+  fail "module evaluation tests (tests/nix/eval.nix): CI=true and no nixpkgs lib" \
+    "$(printf '%s\n' "No nixpkgs lib: $LIB_WHY; in CI the evaluation must run." \
+      "Fix: fetch github:nix-community/nixpkgs.lib into the cache path:" "  $LIB_FIX" \
+      "(or set NIXPKGS_LIB=/path/to/a/checkout), then run tests/nix/check.sh again.")"
+elif [ -z "${NIXPKGS_LIB:-}" ]; then
+  loud "MODULE EVALUATION TESTS WERE NOT RUN: no nixpkgs lib ($LIB_WHY)." \
     "They need a checkout of github:nix-community/nixpkgs.lib, which no package registry" \
-    "reachable here carries; set NIXPKGS_LIB=/path/to/it to run them."
+    "carries. To run them:" \
+    "  $LIB_FIX" \
+    "(In CI, CI=true, this is a failure, not a skip.)"
   skip "module evaluation tests (tests/nix/eval.nix)"
   skip "JSON configs pass tailjoin check-config"
   skip "provisioner JSON configs pass tailjoin provision --check"
   skip "module's unit equals render-unit.py's rendering of tailjoin-unit.json"
+  skip "docs/options.md is current"
 else
+  if out=$(tests/nix/gen-options.sh --check 2>&1); then
+    pass "$(tail -n1 <<<"$out")"
+  else
+    fail "docs/options.md is stale: regenerate it with tests/nix/gen-options.sh" "$out"
+  fi
+  # The staleness check catches a changed description (a copy with one line edited).
+  stale=$(mktemp)
+  sed '0,/^- Type: /s//- Type: (edited) /' docs/options.md >"$stale"
+  out=$(tests/nix/gen-options.sh --check "$stale" 2>&1)
+  rc=$?
+  rm -f "$stale"
+  if [ $rc = 1 ] && grep -q "stale.*tests/nix/gen-options.sh" <<<"$out" && grep -q '^-- Type: (edited)' <<<"$out"; then
+    pass "gen-options.sh --check fails on an edited copy of docs/options.md, naming the command"
+  else
+    fail "gen-options.sh --check fails on an edited copy of docs/options.md, naming the command (exit $rc)" "$out"
+  fi
+
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   if ! nix-instantiate --eval --strict --json tests/nix/eval.nix >"$work/eval.json" 2>"$work/eval.err"; then

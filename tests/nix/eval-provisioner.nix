@@ -34,7 +34,7 @@
       allow.networks = ["10.0.0.0/24"];
     };
   };
-  with' = extra: lib.recursiveUpdate base extra;
+  with' = lib.recursiveUpdate base;
   # No allow check at all: no boot tokens, no networks.
   noAllow = builtins.removeAttrs base ["allow"] // {settings = builtins.removeAttrs base.settings ["allow"];};
   # The provisioner enabled with exactly these settings.
@@ -473,7 +473,7 @@
         c = prov plain;
       in
         !(c.systemd.services.tailjoin-provisioner.serviceConfig ? LoadCredential)
-        && lib.any (w: lib.hasInfix "mint.headscale.apiKey.file is read by the provisioner's dynamic user" w) c.warnings
+        && lib.any (lib.hasInfix "mint.headscale.apiKey.file is read by the provisioner's dynamic user") c.warnings
         && (prov base).warnings == [])
       (prov plain).warnings)
     (test "provisioner unit: a port below 1024 gets CAP_NET_BIND_SERVICE and no user namespace"
@@ -583,7 +583,7 @@
       (lib.all (p: p == []) (builtins.attrValues (lib.mapAttrs (_: s: failing (prov s) ++ leaksOf s) (leakScenarios fixture))))
       (lib.mapAttrs (_: s: failing (prov s) ++ leaksOf s) (leakScenarios fixture)))
     (test "store leak: provisioner secrets given as Nix path values are refused and still not copied"
-      (lib.all (s: lib.any (m: lib.hasInfix "a Nix path value" m) (failing (prov s)) && leaksOf s == [])
+      (lib.all (s: lib.any (lib.hasInfix "a Nix path value") (failing (prov s)) && leaksOf s == [])
         (builtins.attrValues (leakScenarios fixturePathValue)))
       (lib.mapAttrs (_: leaksOf) (leakScenarios fixturePathValue)))
   ];

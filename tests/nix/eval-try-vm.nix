@@ -46,17 +46,19 @@
   systemStandIns = {config, ...}: {
     options = {
       networking.hostName = mkOption {type = types.str;};
-      system.stateVersion = mkOption {type = types.str;};
-      system.name = mkOption {
-        type = types.str;
-        default = config.networking.hostName;
-      };
-      system.build.vm = mkOption {
-        type = types.unspecified;
-        default = {
-          type = "derivation";
-          name = "nixos-vm";
-          outPath = fakeStorePath "nixos-vm" config.system.name;
+      system = {
+        stateVersion = mkOption {type = types.str;};
+        name = mkOption {
+          type = types.str;
+          default = config.networking.hostName;
+        };
+        build.vm = mkOption {
+          type = types.unspecified;
+          default = {
+            type = "derivation";
+            name = "nixos-vm";
+            outPath = fakeStorePath "nixos-vm" config.system.name;
+          };
         };
       };
       nixpkgs.hostPlatform = mkOption {type = types.str;};
@@ -93,7 +95,7 @@
     };
   };
 
-  generic = flake.nixosConfigurations.generic;
+  inherit (flake.nixosConfigurations) generic;
   app = flake.apps.x86_64-linux.vm;
   appDrv = appPkgs.callPackage ../../modules/try-vm-app.nix {nixos = generic;};
 

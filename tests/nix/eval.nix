@@ -2,8 +2,9 @@
 # the NixOS options the module sets (and for the few pkgs functions it calls). The tests of the
 # minting and kernel command line sources (eval-sources.nix), of the health settings and push
 # reporters (eval-health.nix), of modules/provisioner.nix (eval-provisioner.nix), of
-# secrets/examples (eval-examples.nix), of flake.nix's modules (eval-flake.nix) and of the try-it
-# VM (eval-try-vm.nix) run from here too, with the same helpers.
+# secrets/examples (eval-examples.nix), of flake.nix's modules (eval-flake.nix), of the try-it
+# VM (eval-try-vm.nix) and of the flake template templates/default (eval-template.nix) run from
+# here too, with the same helpers.
 #
 #   NIXPKGS_LIB=/path/to/nixpkgs.lib nix-instantiate --eval --strict --json tests/nix/eval.nix
 #
@@ -58,16 +59,7 @@ let
       inherit name text;
       outPath = fakeStorePath name text;
     };
-    # nixpkgs' pkgs.formats.json, as far as the modules use it: its type (a JSON value, the
-    # freeform type of `settings`), declared the way pkgs-lib/formats.nix declares it.
-    formats.json = {}: {
-      type = let
-        valueType =
-          types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf valueType) (types.listOf valueType)])
-          // {description = "JSON value";};
-      in
-        valueType;
-    };
+    formats = import ./formats-json.nix {inherit lib;};
     runCommand = name: env: script:
       env
       // {
@@ -90,28 +82,30 @@ let
         type = types.listOf types.str;
         default = [];
       };
-      services.tailscale = {
-        enable = mkOption {
-          type = types.bool;
-          default = false;
+      services = {
+        tailscale = {
+          enable = mkOption {
+            type = types.bool;
+            default = false;
+          };
+          authKeyFile = mkOption {
+            type = types.nullOr types.path;
+            default = null;
+          };
         };
-        authKeyFile = mkOption {
-          type = types.nullOr types.path;
-          default = null;
+        # The netboot examples wire the provisioner to these; their options are nixpkgs' own.
+        pixiecore = mkOption {
+          type = types.attrsOf types.anything;
+          default = {};
+        };
+        dnsmasq = mkOption {
+          type = types.attrsOf types.anything;
+          default = {};
         };
       };
       environment.systemPackages = mkOption {
         type = types.listOf types.anything;
         default = [];
-      };
-      # The netboot examples wire the provisioner to these; their options are nixpkgs' own.
-      services.pixiecore = mkOption {
-        type = types.attrsOf types.anything;
-        default = {};
-      };
-      services.dnsmasq = mkOption {
-        type = types.attrsOf types.anything;
-        default = {};
       };
       boot.kernelParams = mkOption {
         type = types.listOf types.str;
@@ -867,8 +861,9 @@ let
   flake = import ./eval-flake.nix helpers;
   netboot = import ./eval-netboot.nix helpers;
   tryVm = import ./eval-try-vm.nix helpers;
+  template = import ./eval-template.nix helpers;
 in {
-  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results ++ tryVm.results;
+  results = results ++ sources.results ++ health.results ++ provisioner.results ++ examples.results ++ flake.results ++ netboot.results ++ tryVm.results ++ template.results;
   artifacts = {
     # JSON configs for `tailjoin check-config` (the real agent) to accept.
     configs =
@@ -889,10 +884,11 @@ in {
       }
       // sources.configs
       // health.configs
-      // examples.configs;
+      // examples.configs
+      // template.configs;
     # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
     # naming the field).
-    provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs;
+    provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs // template.provisionerConfigs;
     badProvisionerConfigs = provisioner.badConfigs;
     # Settings the agent must refuse (exit 2), naming the field.
     badConfigs =
