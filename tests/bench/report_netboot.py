@@ -194,7 +194,8 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
     biggest = max((r.get("machine_rss_kib_sum", 0) for rs in per.values() for r in rs), default=0)
     lines += [f"Memory: one machine (tailscaled + tailjoin) is {pm:.0f} MiB RSS (median per run, largest N); "
               f"the largest fleet held {biggest / MIB / 1024:.1f} GiB RSS in all; the machine has "
-              f"{st.get('mem_total_gib', 0):.0f} GiB. Before each N the bench projects per-machine RSS × N × 2 "
+              f"{st.get('mem_total_gib', 0):.0f} GiB. Before each N the bench projects per-machine RSS × N × "
+              f"{storm_const('MEMORY_HEADROOM', 2)} "
               f"against MemAvailable. Ran N = {', '.join(map(str, ran))}. "
               + (stop + "." if stop else "Every N asked for fit: memory did not stop it.")
               + " All machines, headscale and the provisioner share this machine's 2 cores (with other jobs; "

@@ -49,6 +49,9 @@ MODES = ["provisioner", "premade"]
 # of issued by boot scripts (checks the harness against a provisioner without a netboot listener).
 PRESHARED = "provisioner-preshared"
 TAGS = ["tag:netboot"]
+# Projected fleet memory (per-machine RSS measured at the previous N × N) times this must fit in
+# MemAvailable before an N is run: room for headscale, the provisioner and the page cache.
+MEMORY_HEADROOM = 1.5
 # A bound far past any storm seen here; a machine not Running by then is stranded.
 BOUND_S = 900.0
 # tailjoin.service's restart policy (modules/tailjoin-unit.json), emulated here without systemd:
@@ -569,17 +572,17 @@ def one_run(work: Path, n: int, mode: str, outage: float | None, rate_limit: dic
 def run(work: Path, sizes: list[int], outage: float, rate_limit: dict | None, log=print, save=None) -> dict:
     """Every N, smallest first: provisioner and pre-made alternated (order rotating with N), then
     the same two with a headscale outage. Stops before an N whose projected memory (per-machine
-    RSS measured so far × N, twice over for headroom) would not fit in what is available."""
+    RSS measured so far × N × MEMORY_HEADROOM) would not fit in what is available."""
     per: dict = {}
     stopped = None
     per_machine_kib = None
     for k, n in enumerate(sorted(sizes)):
         if per_machine_kib:
-            need = per_machine_kib * n * 2
+            need = per_machine_kib * n * MEMORY_HEADROOM
             avail = mem_available_kib()
             if need > avail:
                 stopped = (f"N={n} not run: {n} machines × {per_machine_kib / 1024:.0f} MiB (tailscaled + tailjoin, "
-                           f"measured) × 2 headroom = {need / 1024 / 1024:.1f} GiB > {avail / 1024 / 1024:.1f} GiB "
+                           f"measured) × {MEMORY_HEADROOM} headroom = {need / 1024 / 1024:.1f} GiB > {avail / 1024 / 1024:.1f} GiB "
                            "available")
                 log("  " + stopped)
                 break
