@@ -133,6 +133,18 @@ static_checks() {
   else
     fail "tests/nix/lint's own tests" "$(tail -30 <<<"$out")"
   fi
+  # Our two Rust helpers (the formatter's and the linter's crates) follow the agent's rules.
+  for crate in tests/nix/fmt tests/nix/lint; do
+    target=$NIXFMT_TARGET
+    [ "$crate" = tests/nix/lint ] && target=$NIXLINT_TARGET
+    if out=$(cargo fmt --check --manifest-path "$crate/Cargo.toml" 2>&1 \
+      && CARGO_TARGET_DIR=$target cargo clippy --quiet --release --locked --all-targets \
+        --manifest-path "$crate/Cargo.toml" -- -D warnings 2>&1); then
+      pass "$crate: cargo fmt --check and clippy -D warnings"
+    else
+      fail "$crate: cargo fmt --check and clippy -D warnings" "$(tail -30 <<<"$out")"
+    fi
+  done
   bad=$(mktemp --suffix .nix)
   printf 'x: {\n  a = a;\n  b = x.b;\n}\n' >"$bad"
   out=$("$NIXLINT" "$bad" 2>&1)

@@ -47,5 +47,9 @@ fn main() -> ExitCode {
             alejandra::format::Status::Changed(_) => {}
         }
     }
-    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
