@@ -183,9 +183,12 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
         lines += [
             "Why pre-made machines are stranded when headscale stops mid-storm (their status files): the "
             "registration reached headscale, which marked the single-use key used, but the answer was lost when "
-            "headscale stopped; after the restart tailscaled's re-registration is refused with \"authkey already "
-            "used\", tailjoin reports the key rejected (exit 3, not restarted by tailjoin.service). The provisioner "
-            "machines' keys are single-use too; see their stranded count in the same row.",
+            "headscale stopped; after the restart tailscaled retries with a *new node key* (until a first login "
+            "completes it makes one per attempt), which headscale refuses for a used key: \"authkey already "
+            "used\" (tests/real_peers/FINDINGS.md, \"A registration whose answer is lost\"). tailjoin reports the "
+            "key rejected (exit 3, not restarted by tailjoin.service); nothing on the machine can recover a spent "
+            "single-use key. The provisioner machines' keys are single-use too; see their stranded count in the "
+            "same row.",
             "",
         ]
     pm = st.get("per_machine_rss_mib")
