@@ -6,10 +6,10 @@
 //! over the file's, so there is exactly one validation path.
 //!
 //! One module per concern, in the order they depend on each other:
-//! - [`raw`]: the document as written (serde, unknown fields refused), [`parse`], [`load_file`]
+//! - `raw`: the document as written (serde, unknown fields refused), [`parse`], [`load_file`]
 //!   and [`RawConfig::overlay`];
-//! - [`settings`]: the validated settings, every default applied;
-//! - [`validate`]: from one to the other, one section at a time (top level, `auth_key`, the
+//! - `settings`: the validated settings, every default applied;
+//! - `validate`: from one to the other, one section at a time (top level, `auth_key`, the
 //!   minting APIs, `health`), with the field checks the sections and the provisioner share.
 //!
 //! This module owns the configuration types of every key source, the minting APIs included:
@@ -27,12 +27,9 @@ pub use raw::{
 pub use settings::{
     CmdlineSource, DEFAULT_FLUSH_TIMEOUT_SECS, DEFAULT_HEARTBEAT_SECS,
     DEFAULT_KEY_FETCH_DEADLINE_SECS, DEFAULT_PUSH_ATTEMPTS, DEFAULT_PUSH_TIMEOUT_SECS,
-    HeadscaleApi, HealthSettings, HttpKeySource, JoinPrefs, KeySource, LogLevel, MintApi,
-    MintSource, PushSettings, ResponseFormat, RetryPolicy, Settings, TailscaleApi, TokenSource,
-    UserRef, WebhookSettings,
+    DEFAULT_SOCKET, DEFAULT_STATE_DIR, HeadscaleApi, HealthSettings, HttpKeySource, JoinPrefs,
+    KeySource, LogLevel, MintApi, MintSource, PushSettings, ResponseFormat, RetryPolicy, Settings,
+    TailscaleApi, TokenSource, UserRef, WebhookSettings,
 };
 pub use validate::{CMDLINE_TIMEOUT_SECS, validate_expiry, validate_headscale, validate_tailscale};
 pub(crate) use validate::{invalid, parse_log_level, validate_credential_or_file, validate_tag};
-
-pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";
-pub const DEFAULT_STATE_DIR: &str = "/run/tailjoin";

@@ -1,6 +1,6 @@
 //! The configuration document as written: what Nix writes with `builtins.toJSON`, or what a
 //! person writes by hand. Every field is optional and unknown fields are refused, naming their
-//! path; defaults and checks are applied by [`RawConfig::validate`](super::validate).
+//! path; defaults and checks are applied by [`RawConfig::validate`].
 //! Command-line flags and environment variables produce a [`RawConfig`] too, laid over the
 //! file's with [`RawConfig::overlay`], so there is exactly one validation path.
 

@@ -16,6 +16,9 @@ use super::raw::OnStopped;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";
+pub const DEFAULT_STATE_DIR: &str = "/run/tailjoin";
+
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

@@ -1,9 +1,8 @@
 //! Checks of single fields, shared by the sections (and by the provisioner's configuration):
 //! paths, names, URLs, tags, routes. Each error names the field and says what to do.
 
-use crate::config::LogLevel;
 use crate::config::raw::RawTokenSource;
-use crate::config::settings::TokenSource;
+use crate::config::settings::{LogLevel, TokenSource};
 use crate::error::ConfigError;
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -12,9 +12,9 @@ pub use mint::{validate_expiry, validate_headscale, validate_tailscale};
 
 use super::raw::RawConfig;
 use super::settings::{
-    DEFAULT_KEY_FETCH_DEADLINE_SECS, JoinPrefs, KeySource, RetryPolicy, Settings,
+    DEFAULT_KEY_FETCH_DEADLINE_SECS, DEFAULT_SOCKET, DEFAULT_STATE_DIR, JoinPrefs, KeySource,
+    RetryPolicy, Settings,
 };
-use super::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::error::ConfigError;
 use fields::{
     absolute_path, validate_cidr, validate_hostname, validate_login_server, validate_unit_name,
