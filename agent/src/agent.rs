@@ -2,6 +2,7 @@
 //! [`Machine`] what to do, does it, and reports every transition. All decisions live in
 //! `decide`; this module only performs I/O.
 
+use crate::auth_key;
 use crate::config::Settings;
 use crate::decide::{Action, Event, FailureKind, Machine, Phase, Policy};
 use crate::error::{AgentError, LocalApiError};
@@ -10,7 +11,7 @@ use crate::prefs;
 use crate::redact::redact;
 use crate::report::status_file::ErrorReport;
 use crate::report::{Reporter, Transition};
-use crate::secrets::{self, KeyContext};
+use crate::secrets::KeyContext;
 use crate::state::{BackendState, NodeFacts};
 use crate::systemd::{SystemdWaiter, WaitError};
 use crate::unit_wait::{UnitObservation, describe};
@@ -393,7 +394,7 @@ impl Agent {
     async fn join(&mut self) -> Result<Option<Event>, AgentError> {
         self.report_phase(Phase::Joining);
         let key =
-            secrets::read_key(&self.settings.auth_key, &self.keys, &self.settings.retry).await?;
+            auth_key::read_key(&self.settings.auth_key, &self.keys, &self.settings.retry).await?;
         let outcome = async {
             let current = self.api.prefs().await?;
             let status = self.api.status().await?;

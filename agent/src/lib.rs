@@ -4,6 +4,7 @@
 //! One module per concern. `decide` and `prefs` are pure; `agent` performs their decisions.
 
 pub mod agent;
+pub mod auth_key;
 pub mod cli;
 pub mod config;
 pub mod decide;

@@ -1,10 +1,8 @@
 //! headscale's REST API (`/api/v1`, bearer API key): `POST /api/v1/preauthkey` creates a
 //! pre-auth key; `GET /api/v1/user?name=` turns a user name into the id the call wants.
 
-use super::{
-    HeadscaleApi, MintFailure, MintRequest, MintedKey, UserRef, client, endpoint, read_api_secret,
-    send,
-};
+use super::{MintFailure, MintRequest, MintedKey, client, endpoint, read_api_secret, send};
+use crate::config::{HeadscaleApi, UserRef};
 use crate::report::time::rfc3339;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

@@ -3,9 +3,8 @@
 //! access token; `POST /api/v2/tailnet/{tailnet}/keys` with it creates an auth key with the
 //! requested capabilities (Tailscale requires tags on keys made by an OAuth client).
 
-use super::{
-    MintFailure, MintRequest, MintedKey, TailscaleApi, client, endpoint, read_api_secret, send,
-};
+use super::{MintFailure, MintRequest, MintedKey, client, endpoint, read_api_secret, send};
+use crate::config::TailscaleApi;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

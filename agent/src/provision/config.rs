@@ -2,9 +2,11 @@
 
 use super::admission::AdmissionSettings;
 use super::netboot_config::{NetbootSettings, RawNetboot};
-use crate::config::{LogLevel, RawTokenSource, TokenSource, invalid, validate_credential_or_file};
+use crate::config::{
+    LogLevel, MintApi, RawHeadscaleMint, RawTailscaleOAuth, RawTokenSource, TokenSource, invalid,
+    validate_credential_or_file,
+};
 use crate::error::ConfigError;
-use crate::mint::{MintApi, RawHeadscaleMint, RawTailscaleOAuth};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -231,7 +233,7 @@ impl RawProvisionConfig {
                 ));
             }
             Some(RawMint::Headscale(h)) => {
-                let (api, exp) = crate::mint::validate_headscale("mint.headscale", h)?;
+                let (api, exp) = crate::config::validate_headscale("mint.headscale", h)?;
                 if api.user.is_none() && tags.is_empty() {
                     return Err(invalid(
                         "mint.headscale.user",
@@ -243,7 +245,7 @@ impl RawProvisionConfig {
                 (MintApi::Headscale(api), exp)
             }
             Some(RawMint::TailscaleOauth(t)) => {
-                let (api, exp) = crate::mint::validate_tailscale("mint.tailscale_oauth", t)?;
+                let (api, exp) = crate::config::validate_tailscale("mint.tailscale_oauth", t)?;
                 if tags.is_empty() {
                     return Err(invalid(
                         "tags",
@@ -262,7 +264,7 @@ impl RawProvisionConfig {
             ));
         }
         let key_expiry =
-            crate::mint::validate_expiry("key_expiry_secs", self.key_expiry_secs, 300)?;
+            crate::config::validate_expiry("key_expiry_secs", self.key_expiry_secs, 300)?;
 
         let raw_allow = self.allow.unwrap_or_default();
         let macs = match raw_allow.macs {

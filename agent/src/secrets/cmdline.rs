@@ -60,7 +60,7 @@ fn split_words(text: &str) -> Vec<String> {
     words
 }
 
-pub(super) async fn read(src: &CmdlineSource, retry: &RetryPolicy) -> Result<String, SecretError> {
+pub(crate) async fn read(src: &CmdlineSource, retry: &RetryPolicy) -> Result<String, SecretError> {
     let name = format!("kernel command line {}", src.path.display());
     let unavailable = |reason: String, fix: &str| SecretError::Unavailable {
         source_name: name.clone(),

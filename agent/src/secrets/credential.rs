@@ -5,7 +5,7 @@
 use crate::error::SecretError;
 use std::path::Path;
 
-pub(super) fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String, SecretError> {
+pub(crate) fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String, SecretError> {
     let source_name = format!("systemd credential {name}");
     let unavailable = |reason: String, fix: String| SecretError::Unavailable {
         source_name: source_name.clone(),

@@ -4,7 +4,7 @@
 use crate::error::SecretError;
 use std::ffi::OsString;
 
-pub(super) fn read(
+pub(crate) fn read(
     var: &str,
     lookup: impl Fn(&str) -> Option<OsString>,
 ) -> Result<String, SecretError> {

@@ -4,7 +4,7 @@ use crate::error::SecretError;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-pub(super) fn read(path: &Path) -> Result<String, SecretError> {
+pub(crate) fn read(path: &Path) -> Result<String, SecretError> {
     let source_name = format!("file {}", path.display());
     let unavailable = |reason: String, fix: &str| SecretError::Unavailable {
         source_name: source_name.clone(),

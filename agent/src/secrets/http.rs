@@ -17,7 +17,7 @@ struct Attempt {
     fix: String,
 }
 
-pub(super) async fn read(
+pub(crate) async fn read(
     src: &HttpKeySource,
     ctx: &KeyContext,
     retry: &RetryPolicy,

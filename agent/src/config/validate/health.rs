@@ -2,129 +2,16 @@
 //! healthchecks.io-compatible ping URL, Uptime Kuma push URL). Every push URL is a secret (it
 //! carries a token), so it is named by a credential or a root-only file, never written inline.
 
-use super::{RawTokenSource, TokenSource, invalid, validate_credential_or_file};
+use super::fields::{invalid, validate_credential_or_file};
+use crate::config::raw::{RawHealth, RawTokenSource};
+use crate::config::settings::{
+    DEFAULT_FLUSH_TIMEOUT_SECS, DEFAULT_HEARTBEAT_SECS, DEFAULT_PUSH_ATTEMPTS,
+    DEFAULT_PUSH_TIMEOUT_SECS, HealthSettings, PushSettings, WebhookSettings,
+};
 use crate::error::ConfigError;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// `IP:PORT` for the `/healthz` and `/metrics` listener (off when absent).
-    pub listen: Option<String>,
-    /// node_exporter textfile-collector file the metrics are written to on every transition.
-    pub textfile: Option<PathBuf>,
-    /// Seconds between heartbeats of the push reporters; 0 turns them off [default: 300].
-    pub heartbeat_secs: Option<u64>,
-    /// Connect and whole-request timeout of one push [default: 10].
-    pub push_timeout_secs: Option<u64>,
-    /// Tries per report, the first included [default: 5].
-    pub push_attempts: Option<u32>,
-    /// How long the agent, when it stops, waits for reports still queued [default: 2].
-    pub flush_timeout_secs: Option<u64>,
-    /// PEM bundle of the CA(s) that sign the push endpoints' certificates.
-    pub ca_file: Option<PathBuf>,
-    /// Accept `http://` push URLs (their token then crosses the network in clear text).
-    pub allow_plain_http: Option<bool>,
-    pub webhook: Option<RawWebhook>,
-    pub healthchecks: Option<RawPingUrl>,
-    pub uptime_kuma: Option<RawPingUrl>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    /// Where the URL is: `{"credential": NAME}` or `{"file": PATH}`.
-    pub url: Option<RawTokenSource>,
-    /// A token sent as `Authorization: Bearer …`, named the same way.
-    pub bearer_token: Option<RawTokenSource>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPingUrl {
-    /// Where the URL is: `{"credential": NAME}` or `{"file": PATH}`.
-    pub url: Option<RawTokenSource>,
-}
-
-/// Validated health settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthSettings {
-    pub listen: Option<std::net::SocketAddr>,
-    pub textfile: Option<PathBuf>,
-    pub push: PushSettings,
-}
-
-/// The push reporters and how they deliver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushSettings {
-    /// `None`: no heartbeats.
-    pub heartbeat: Option<Duration>,
-    pub timeout: Duration,
-    pub attempts: u32,
-    /// How long the agent waits on exit for reports not yet delivered (0: not at all).
-    pub flush_timeout: Duration,
-    pub ca_file: Option<PathBuf>,
-    pub allow_plain_http: bool,
-    pub webhook: Option<WebhookSettings>,
-    pub healthchecks: Option<TokenSource>,
-    pub uptime_kuma: Option<TokenSource>,
-}
-
-impl Default for PushSettings {
-    fn default() -> Self {
-        PushSettings {
-            heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECS)),
-            timeout: Duration::from_secs(DEFAULT_PUSH_TIMEOUT_SECS),
-            attempts: DEFAULT_PUSH_ATTEMPTS,
-            flush_timeout: Duration::from_secs(DEFAULT_FLUSH_TIMEOUT_SECS),
-            ca_file: None,
-            allow_plain_http: false,
-            webhook: None,
-            healthchecks: None,
-            uptime_kuma: None,
-        }
-    }
-}
-
-impl PushSettings {
-    /// Whether any push reporter is configured.
-    pub fn any(&self) -> bool {
-        self.webhook.is_some() || self.healthchecks.is_some() || self.uptime_kuma.is_some()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookSettings {
-    pub url: TokenSource,
-    pub bearer_token: Option<TokenSource>,
-}
-
-pub const DEFAULT_HEARTBEAT_SECS: u64 = 300;
-pub const DEFAULT_PUSH_TIMEOUT_SECS: u64 = 10;
-pub const DEFAULT_PUSH_ATTEMPTS: u32 = 5;
-/// Short: a netbooted machine pays it at every shutdown when an endpoint hangs.
-pub const DEFAULT_FLUSH_TIMEOUT_SECS: u64 = 2;
-
 impl RawHealth {
-    /// `over`'s settings win, field by field.
-    pub fn overlay(self, over: RawHealth) -> RawHealth {
-        RawHealth {
-            listen: over.listen.or(self.listen),
-            textfile: over.textfile.or(self.textfile),
-            heartbeat_secs: over.heartbeat_secs.or(self.heartbeat_secs),
-            push_timeout_secs: over.push_timeout_secs.or(self.push_timeout_secs),
-            push_attempts: over.push_attempts.or(self.push_attempts),
-            flush_timeout_secs: over.flush_timeout_secs.or(self.flush_timeout_secs),
-            ca_file: over.ca_file.or(self.ca_file),
-            allow_plain_http: over.allow_plain_http.or(self.allow_plain_http),
-            webhook: over.webhook.or(self.webhook),
-            healthchecks: over.healthchecks.or(self.healthchecks),
-            uptime_kuma: over.uptime_kuma.or(self.uptime_kuma),
-        }
-    }
-
     pub fn validate(self) -> Result<HealthSettings, ConfigError> {
         let listen = self
             .listen
@@ -247,12 +134,13 @@ impl RawHealth {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::{HealthSettings, TokenSource};
+    use std::time::Duration;
 
     /// Through the real parser, so syntax errors name the field path too.
     fn parse(json: &str) -> Result<HealthSettings, String> {
         let doc = format!(r#"{{"health": {json}}}"#);
-        let raw = super::super::parse(&doc).map_err(|e| e.to_string())?;
+        let raw = crate::config::parse(&doc).map_err(|e| e.to_string())?;
         raw.health
             .unwrap_or_default()
             .validate()
