@@ -7,6 +7,9 @@ use crate::state::BackendState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod key_rejection;
+pub use key_rejection::is_key_rejection;
+
 /// What the agent is doing: reported in `STATUS=`, journald's `TAILJOIN_STATE` and the status
 /// file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,34 +140,6 @@ pub struct Policy {
     pub key_attempts: u32,
     /// Other failed join attempts in a row before giving up.
     pub max_attempts: u32,
-}
-
-/// Is this `ErrMessage` the control server refusing the key? Anything else is treated as
-/// transient (tailscaled keeps retrying the control server by itself).
-pub fn is_key_rejection(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    const KEY_WORDS: [&str; 6] = [
-        "authkey",
-        "auth key",
-        "auth-key",
-        "preauthkey",
-        "pre-auth key",
-        "invalid key",
-    ];
-    const REFUSALS: [&str; 11] = [
-        "failed to parse",
-        "too short",
-        "invalid",
-        "expired",
-        "already used",
-        "used already",
-        "not found",
-        "does not exist",
-        "not valid",
-        "unauthorized",
-        "rejected",
-    ];
-    KEY_WORDS.iter().any(|w| m.contains(w)) && REFUSALS.iter().any(|r| m.contains(r))
 }
 
 /// The agent's memory between events.

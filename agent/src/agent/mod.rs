@@ -13,12 +13,14 @@ use crate::report::status_file::ErrorReport;
 use crate::report::{Reporter, Transition};
 use crate::secrets::KeyContext;
 use crate::state::{BackendState, NodeFacts};
-use crate::systemd::{SystemdWaiter, WaitError};
-use crate::unit_wait::{UnitObservation, describe};
+use crate::systemd::SystemdWaiter;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
+
+mod summary;
+mod units;
 
 pub struct Agent {
     settings: Settings,
@@ -142,66 +144,6 @@ impl Agent {
             tracing::info!("lost the IPN bus ({lost}); tailscaled stopped or restarted");
             self.handle(Event::TailscaledLost).await?;
         }
-    }
-
-    /// Waits over D-Bus until tailscaled's unit is active (and, the first time, the configured
-    /// units that are queued to start). Without systemd this returns at once.
-    async fn wait_for_units(&mut self, first: bool) -> Result<(), AgentError> {
-        let Some(waiter) = self.systemd.take() else {
-            return Ok(());
-        };
-        let mut units = vec![(self.settings.tailscaled_unit.clone(), true)];
-        if first {
-            units.extend(
-                self.settings
-                    .wait_for_units
-                    .iter()
-                    .map(|u| (u.clone(), false)),
-            );
-        }
-        let deadline = Instant::now() + self.settings.units_timeout;
-        let mut result = Ok(());
-        for (unit, required) in units {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let waited = waiter
-                .wait_active(&unit, required, left, |name, seen| {
-                    self.report_unit(name, seen)
-                })
-                .await;
-            match waited {
-                Ok(()) => {}
-                Err(WaitError::Bus(e)) => {
-                    tracing::warn!(
-                        "lost systemd's D-Bus signals ({e}); waiting for tailscaled's socket instead"
-                    );
-                    self.unit_wait = None;
-                    return Ok(());
-                }
-                Err(e @ WaitError::Timeout { .. }) => {
-                    result = Err(AgentError::UnitTimeout(format!(
-                        "{e}; raise units_timeout_secs, or check `systemctl status {unit}`"
-                    )));
-                    break;
-                }
-                Err(e @ WaitError::NoSuchUnit { .. }) => {
-                    result = Err(AgentError::UnitMissing(e.to_string()));
-                    break;
-                }
-            }
-        }
-        self.unit_wait = None;
-        self.systemd = Some(waiter);
-        result
-    }
-
-    fn report_unit(&mut self, unit: &str, seen: &UnitObservation) {
-        let state = describe(seen);
-        let error = (seen.active_state == "failed").then(|| ErrorReport {
-            kind: "unit-failed".to_owned(),
-            message: format!("{unit} is {state}"),
-        });
-        self.unit_wait = Some((format!("waiting for {unit}: it is {state}"), error));
-        self.report_phase(Phase::WaitingForTailscaled);
     }
 
     /// Opens the IPN bus, retrying transient failures with exponential backoff and jitter.
@@ -435,19 +377,16 @@ impl Agent {
     fn keep_waiting(&mut self, reason: String, attempts: u32) {
         let timeout = self.settings.join_timeout;
         self.join_deadline = Some(Instant::now() + timeout);
-        let server = self
-            .settings
-            .login_server
-            .as_deref()
-            .unwrap_or("the Tailscale control server");
+        let summary = summary::keep_waiting(
+            &reason,
+            attempts,
+            self.settings.retry.max_attempts,
+            self.server(),
+            timeout,
+        );
         self.reporter.transition(Transition {
             phase: Phase::Joining,
-            summary: format!(
-                "{reason} (attempt {attempts} of {}); tailscaled keeps trying {server} with the \
-                 key it was given, which is not submitted again; waiting another {}s",
-                self.settings.retry.max_attempts,
-                timeout.as_secs()
-            ),
+            summary,
             backend: self.machine.backend(),
             node: None,
             error: Some(ErrorReport {
@@ -482,32 +421,11 @@ impl Agent {
             // Nothing new to say (e.g. a SelfChange that changed nothing reported).
             return None;
         }
-        let first = current.time_to_join_ms.is_none();
-        let joined_in = if first {
-            format!(
-                " (joined in {:.1}s)",
-                self.reporter.elapsed_ms() as f64 / 1000.0
-            )
-        } else {
-            String::new()
-        };
-        let summary = match &node {
-            Some(n) => format!(
-                "Running as {} {} on tailnet {}{joined_in}",
-                if n.dns_name.is_empty() {
-                    "(no DNS name)"
-                } else {
-                    &n.dns_name
-                },
-                n.tailscale_ips.join(" "),
-                if n.tailnet.is_empty() {
-                    "(unnamed)"
-                } else {
-                    &n.tailnet
-                },
-            ),
-            None => format!("Running{joined_in}"),
-        };
+        let joined_in = current
+            .time_to_join_ms
+            .is_none()
+            .then(|| self.reporter.elapsed_ms());
+        let summary = summary::running(node.as_ref(), joined_in);
         self.reporter.transition(Transition {
             phase: Phase::Running,
             summary,
@@ -521,111 +439,36 @@ impl Agent {
 
     /// Reports a phase whose summary follows from the agent's own state.
     fn report_phase(&mut self, phase: Phase) {
-        let backend = self.machine.backend();
-        let server = self
-            .settings
-            .login_server
-            .as_deref()
-            .unwrap_or("the Tailscale control server");
-        let (summary, error) = match phase {
-            Phase::Starting => ("starting".to_owned(), None),
-            Phase::WaitingForTailscaled => match &self.last_connect_error {
-                _ if self.unit_wait.is_some() => self.unit_wait.clone().unwrap_or_default(),
-                Some(e) => (
-                    format!("waiting for tailscaled: {e}"),
-                    Some(ErrorReport {
-                        kind: e.kind().to_owned(),
-                        message: e.to_string(),
-                    }),
-                ),
-                None => (
-                    format!("waiting for tailscaled at {}", self.api.socket().display()),
-                    None,
-                ),
-            },
-            Phase::WaitingForBackend => (
-                format!(
-                    "waiting for tailscaled to settle (backend {})",
-                    backend.map(|b| b.name()).unwrap_or("unknown")
-                ),
-                None,
-            ),
-            Phase::Joining => match (self.machine.last_join_error(), self.machine.last_failure()) {
-                (e, Some((FailureKind::JoinTimeout, reason))) if self.machine.join_in_flight() => (
-                    format!(
-                        "waiting for {server}: {reason}; tailscaled keeps trying with the key it \
-                         was given{}",
-                        e.map(|e| format!(" and reports: {e}")).unwrap_or_default()
-                    ),
-                    Some(ErrorReport {
-                        kind: FailureKind::JoinTimeout.name().to_owned(),
-                        message: reason.to_owned(),
-                    }),
-                ),
-                (Some(e), _) => (
-                    format!(
-                        "joining {server} (attempt {}); tailscaled reports: {e}",
-                        self.machine.attempt()
-                    ),
-                    Some(ErrorReport {
-                        kind: "control-unreachable".to_owned(),
-                        message: e.to_owned(),
-                    }),
-                ),
-                (None, Some((kind, reason))) => (
-                    format!(
-                        "joining {server} (attempt {}); the last attempt failed: {reason}",
-                        self.machine.attempt()
-                    ),
-                    Some(ErrorReport {
-                        kind: kind.name().to_owned(),
-                        message: reason.to_owned(),
-                    }),
-                ),
-                (None, None) => (
-                    format!(
-                        "joining {server} with the key from {}",
-                        self.settings.auth_key.describe()
-                    ),
-                    None,
-                ),
-            },
-            Phase::AwaitingApproval => (
-                "key accepted; waiting for an administrator to approve this device".to_owned(),
-                None,
-            ),
-            Phase::Resuming => (
-                "tailscaled was stopped; bringing it back up (on_stopped = resume)".to_owned(),
-                None,
-            ),
-            Phase::Stopped => (
-                "tailscaled is stopped (tailscale down); leaving it down (on_stopped = respect)"
-                    .to_owned(),
-                None,
-            ),
-            Phase::Degraded => {
-                let problem = self.machine.control_problem().unwrap_or("unknown");
-                (
-                    format!(
-                        "Running, but tailscaled cannot reach {server}: {problem} \
-                         (if the node was deleted there, it must log in again: restart tailscaled with empty state)"
-                    ),
-                    Some(ErrorReport {
-                        kind: "control-unreachable".to_owned(),
-                        message: problem.to_owned(),
-                    }),
-                )
-            }
-            Phase::Running => return,
-            Phase::Retrying | Phase::Failed => return,
+        let connect_error = self
+            .last_connect_error
+            .as_ref()
+            .map(|e| (e.kind().to_owned(), e.to_string()));
+        let facts = summary::Facts {
+            server: self.server(),
+            machine: &self.machine,
+            connect_error,
+            unit_wait: self.unit_wait.clone(),
+            socket: self.api.socket(),
+            key_source: self.settings.auth_key.describe(),
+        };
+        let Some((summary, error)) = summary::phase(phase, &facts) else {
+            return;
         };
         self.reporter.transition(Transition {
             phase,
             summary,
-            backend,
+            backend: self.machine.backend(),
             node: None,
             error,
             joins: self.machine.joins(),
         });
+    }
+
+    /// The control server, as the summaries name it.
+    fn server(&self) -> &str {
+        self.settings
+            .login_server
+            .as_deref()
+            .unwrap_or("the Tailscale control server")
     }
 }
