@@ -31,7 +31,9 @@ def storm(res: dict, plots_rel: str, key: str = "storm") -> list[str]:
             f"The same storm, provisioner settings as above but `rate_limit` {json.dumps(rl)}: the global "
             "default (60 a minute, burst 10) applies to boot scripts and key requests; only the per-client "
             "limit is lifted, because every simulated machine comes from 127.0.0.1. Refused machines follow "
-            "the refusal script (sleep `retry_secs`, doubling, then chain with the attempt count).",
+            "the refusal script (sleep `retry_secs`, doubling, then chain with the attempt count). Measured "
+            f"{st.get('date', '')[:16]}, before the jittered retries and mint admission control of commit "
+            "4c8a8bb (the refusal delays then had no jitter), and not re-measured since.",
             "",
         ], plots_rel, plot=False)
     lines = [
@@ -160,7 +162,7 @@ def _storm_table(st: dict, lines: list[str], plots_rel: str, plot: bool) -> list
                 for r in sorted(in_use, key=lambda r: (r["n"], bool(r.get("outage_s"))))) + ".",
             "",
         ]
-    lines += [
+    lines += [] if not plot else [
         "Before mint admission control and jittered retries (commit 4c8a8bb), the same bench stranded 132 "
         "of 200 provisioner machines at N=200 (9.55 mint calls per machine; 17 of 200 with headscale down "
         "30 s): 200 concurrent `POST /api/v1/preauthkey` calls slowed headscale past the provisioner's 10 s "
