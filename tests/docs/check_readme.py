@@ -86,7 +86,16 @@ COVERAGE: list[tuple[str, str, object]] = [
     (r"^headscale nodes list$", "test", [("tests/real_peers/peers.py", ['"nodes", "list"'])]),
     (r"^tailscale set$", "test", [("tests/real_peers/test_prefs_rejoin.py", ['"set"'])]),
     # A unit test of the decision: no real-peer test runs `tailscale down`.
-    (r"^tailscale down$", "test", [("agent/src/decide.rs", ["OnStopped::Respect"])]),
+    (r"^tailscale down$", "test", [("agent/src/decide/tests.rs", ["OnStopped::Respect"])]),
+    # tailscale's own tailscale-wait-online.service runs it in the boot test's image.
+    (r"^tailscale wait$", "test", [("tests/boot/guest/image/usr/local/lib/tailjoin-test/collect", ["tailscale-wait-online.service"]),
+                                  ("tests/boot/test_boot.py", ["tailscale-online.target"])]),
+    (r"^tests/demo\.sh --vm$", "test", [("tests/boot/test_demo_vm.py", ['"--vm"'])]),
+    (r"^tests/nix/try-vm-app-check\.sh$", "test", [("tests/nix/check.sh", [". tests/nix/try-vm-app-check.sh"])]),
+    # No nixpkgs here: the VM is never built; the README says so next to the commands.
+    (r"^nix run \.(#vm)?$", "manual", "Not run here"),
+    (r"^nixos-rebuild build-vm --flake \.$", "manual", "Not run here"),
+    (r"^\./result/bin/run-tailjoin-generic-vm -fw_cfg \S+$", "manual", "Not run here"),
     (r"^tailscale up --auth-key file:$", "test", [("tests/bench/baselines/classic-autoconnect.sh", ['--auth-key="file:'])]),
     (r"^systemd-analyze security$", "test", [("tests/boot/test_boot.py", ["systemd-analyze"])]),
     (r"^systemd-creds encrypt --with-key=host$", "test", [("tests/boot/encrypt-credential.sh", ["systemd-creds encrypt", "--with-key=host"])]),
@@ -290,7 +299,8 @@ def main() -> int:
 
     # Every tests/ path the README names exists.
     paths = sorted({m for m in re.findall(r"`(tests/[^`\s]*)`", text)} | {m for m in re.findall(r"\]\(((?:tests|docs|secrets)/[^)#\s]*)", text)})
-    missing = [p for p in paths if not glob.glob(str(ROOT / p))]
+    # A pytest node id (`tests/x.py::test_y`) names the file before the `::`.
+    missing = [p for p in paths if not glob.glob(str(ROOT / p.split("::", 1)[0]))]
     check(f"every path the README names exists ({len(paths)})", not missing, f"missing: {missing}")
 
     # Every Nix example parses: an expression, or the inside of an attribute set. Under `with`
