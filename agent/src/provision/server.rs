@@ -120,6 +120,15 @@ fn text(status: u16, body: impl Into<String>) -> Reply {
     reply(status, "text/plain; charset=utf-8", b)
 }
 
+/// A refusal that says when to ask again: `Retry-After` in whole seconds, at least 1.
+fn retry_later(status: u16, body: &str, after: Duration) -> Reply {
+    let mut r = text(status, body);
+    if let Ok(v) = format!("{}", after.as_secs_f64().ceil().max(1.0)).parse() {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// The client's address, with IPv4-mapped IPv6 shown as IPv4.
 pub(super) fn client_ip(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
@@ -170,11 +179,7 @@ impl Provisioner {
                 "rate limit: refusing a key request from {client}; retry in {:.0}s",
                 wait.as_secs_f64().ceil()
             );
-            let mut r = text(429, "too many requests; retry later");
-            if let Ok(v) = format!("{}", wait.as_secs_f64().ceil().max(1.0)).parse() {
-                r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-            }
-            return r;
+            return retry_later(429, "too many requests; retry later", wait);
         }
 
         let token = bearer_token(&req);
@@ -258,14 +263,11 @@ impl Provisioner {
                     busy.waiting,
                     busy.retry_after.as_secs()
                 );
-                let mut r = text(
+                return retry_later(
                     503,
                     "busy: too many machines are getting keys at once; retry later",
+                    busy.retry_after,
                 );
-                if let Ok(v) = busy.retry_after.as_secs().to_string().parse() {
-                    r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-                }
-                return r;
             }
         };
         if turn.waited >= Duration::from_secs(1) {
