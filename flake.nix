@@ -91,6 +91,12 @@
     # systemd credential over fw_cfg (modules/try-vm-app.nix).
     tryVm = pkgs: pkgs.callPackage ./modules/try-vm-app.nix {nixos = generic pkgs.stdenv.hostPlatform.system [];};
 
+    # The Cargo workspace's members as its manifest lists them (tailjoin-common, tailjoin,
+    # tailjoin-provisioner).
+    agentMembers = (lib.importTOML ./agent/Cargo.toml).workspace.members;
+
+    # A cargo command over the whole workspace, in the package's build environment (its vendored
+    # dependencies, offline).
     cargoCheck = pkgs: name: nativeBuildInputs: command:
       self.packages.${pkgs.stdenv.hostPlatform.system}.tailjoin.overrideAttrs (old: {
         pname = "tailjoin-${name}";
@@ -155,16 +161,18 @@
       vmTest = file: import file {inherit pkgs self;};
     in {
       inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) tailjoin;
-      cargo-clippy = cargoCheck pkgs "clippy" [pkgs.clippy] "cargo clippy --offline --all-targets -- -D warnings";
+      cargo-clippy = cargoCheck pkgs "clippy" [pkgs.clippy] "cargo clippy --offline --frozen --workspace --all-targets -- -D warnings";
+      # rustfmt over every workspace member's src/ (agent/fuzz, its own workspace, is not one).
       cargo-fmt = pkgs.runCommand "tailjoin-fmt" {nativeBuildInputs = [pkgs.rustfmt];} ''
         cd ${lib.fileset.toSource {
           root = ./agent;
-          fileset = ./agent/src;
+          fileset = lib.fileset.unions (map (member: ./agent + "/${member}/src") agentMembers);
         }}
-        find src -name '*.rs' -exec rustfmt --check --edition 2024 {} +
+        find ${lib.escapeShellArgs (map (member: "${member}/src") agentMembers)} -name '*.rs' \
+          -exec rustfmt --check --edition 2024 {} +
         touch $out
       '';
-      cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen";
+      cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen --workspace";
       vm-join = vmTest ./tests/nix/join.nix;
       vm-bad-key = vmTest ./tests/nix/bad-key.nix;
       vm-netboot = vmTest ./tests/nix/netboot.nix;

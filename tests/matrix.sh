@@ -22,6 +22,7 @@ combos=("$@")
 tests=${TAILJOIN_MATRIX_TESTS:-test_agent_scenarios.py test_prefs_rejoin.py test_blocking_reads.py test_minting.py test_provisioner.py test_netboot_provisioner.py test_http_key_source.py}
 (cd agent && cargo build --locked --release >&2)
 export TAILJOIN_BIN=$root/agent/target/release/tailjoin
+export TAILJOIN_PROVISIONER_BIN=$root/agent/target/release/tailjoin-provisioner
 out=$(mktemp -d)
 results=$out/results.jsonl
 for combo in "${combos[@]}"; do

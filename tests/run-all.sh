@@ -11,11 +11,15 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "agent: format, lints, unit tests"
-(cd agent && cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings && cargo test --locked)
+(cd agent && cargo fmt --check && cargo clippy --locked --workspace --all-targets -- -D warnings && cargo test --locked --workspace)
 
 step "agent: release build"
 (cd agent && cargo build --locked --release)
 export TAILJOIN_BIN=$root/agent/target/release/tailjoin
+export TAILJOIN_PROVISIONER_BIN=$root/agent/target/release/tailjoin-provisioner
+
+step "agent binary: no provisioner code, no database driver (the netbooted machines run it)"
+tests/agent-binary-check.sh "$TAILJOIN_BIN" "$TAILJOIN_PROVISIONER_BIN"
 
 step "real peers: build pinned tailscaled, tailscale, headscale (cached)"
 TAILJOIN_PEERS_BIN=$(tests/peers/build.sh | tail -n1)

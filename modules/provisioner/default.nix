@@ -1,4 +1,4 @@
-# services.tailjoin-provisioner: `tailjoin provision`, a small HTTPS service that hands a freshly
+# services.tailjoin-provisioner: `tailjoin-provisioner`, a small HTTPS service that hands a freshly
 # minted, single-use, short-lived tailnet key to a netbooted machine that asks for it at boot
 # (the agent's `authKey.kernelCmdline` or `authKey.http` source), after checking the machine
 # against an allow list (MAC addresses, networks, one-time boot tokens).
@@ -10,10 +10,11 @@
 # reads its secrets as systemd credentials.
 #
 # By concern: ./settings.nix (services.tailjoin-provisioner.settings, the JSON config itself,
-# checked at build time by `tailjoin provision --check`), ./mint.nix (the minting backend),
-# ./secrets.nix (TLS, boot tokens, the checks every secret passes), ./unit.nix (the hardened
-# unit, the firewall), ./netboot.nix (the provisioner issues the boot), ./renamed.nix (options
-# that retyped settings, forwarded to them).
+# checked at build time by `tailjoin-provisioner --check`), ./mint.nix (the minting backend,
+# its options declared once with the agent's in ../mint-options.nix), ./secrets.nix (TLS, boot
+# tokens, the checks every secret passes), ./unit.nix (the hardened unit, the firewall),
+# ./netboot.nix (the provisioner issues the boot), ./renamed.nix (options that retyped
+# settings, forwarded to them).
 {
   config,
   lib,
@@ -27,7 +28,7 @@ in {
   imports = [./settings.nix ./mint.nix ./secrets.nix ./unit.nix ./netboot.nix ./renamed.nix];
 
   options.services.tailjoin-provisioner = {
-    enable = lib.mkEnableOption "the tailjoin provisioner (`tailjoin provision`), which mints a single-use tailnet key for each netbooted machine that asks at boot and passes the allow list";
+    enable = lib.mkEnableOption "the tailjoin provisioner (`tailjoin-provisioner`), which mints a single-use tailnet key for each netbooted machine that asks at boot and passes the allow list";
 
     package = mkOption {
       type = types.package;
@@ -36,7 +37,7 @@ in {
         then config.services.tailjoin.package
         else pkgs.tailjoin;
       defaultText = lib.literalExpression "config.services.tailjoin.package (pkgs.tailjoin without the tailjoin module)";
-      description = "The tailjoin package; the provisioner is its `provision` subcommand.";
+      description = "The tailjoin package; the provisioner is its `tailjoin-provisioner` binary.";
     };
 
     listen = mkOption {

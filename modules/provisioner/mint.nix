@@ -6,8 +6,11 @@
   ...
 }: let
   inherit (lib) mkOption types;
-  inherit (import ../secret-refs.nix {inherit lib;}) refJSON;
-  inherit (import ./types.nix {inherit lib;}) mkSecretRefType caFileOption timeoutOption;
+  # The backends' options, declared once with the agent's minting sources.
+  mint = import ../mint-options.nix {inherit lib;} {
+    who = "provisioner";
+    inherit (import ./types.nix {inherit lib;}) mkSecretRefType;
+  };
 
   cfg = config.services.tailjoin-provisioner;
   hs = cfg.mint.headscale;
@@ -17,31 +20,12 @@
   tags = cfg.settings.tags or [];
 
   isPlainHttp = url: url != null && lib.hasPrefix "http://" (lib.toLower url);
-  nonNull = lib.filterAttrs (_: v: v != null);
 
   mintJSON =
     if hs != null
-    then {
-      headscale = nonNull {
-        inherit (hs) url;
-        api_key = refJSON hs.apiKey;
-        user = lib.mapNullable toString hs.user;
-        ca_file = lib.mapNullable toString hs.caFile;
-        allow_plain_http = hs.allowPlainHttp;
-        timeout_secs = hs.timeoutSecs;
-      };
-    }
+    then {headscale = mint.headscaleJSON hs hs.url;}
     else if oauth != null
-    then {
-      tailscale_oauth = nonNull {
-        client_id = oauth.clientId;
-        client_secret = refJSON oauth.clientSecret;
-        api_url = oauth.apiUrl;
-        inherit (oauth) tailnet;
-        ca_file = lib.mapNullable toString oauth.caFile;
-        timeout_secs = oauth.timeoutSecs;
-      };
-    }
+    then {tailscale_oauth = mint.tailscaleOAuthJSON oauth;}
     else null;
 
   mintExample = ''
@@ -53,42 +37,7 @@
 in {
   options.services.tailjoin-provisioner.mint = {
     headscale = mkOption {
-      type = types.nullOr (types.submodule {
-        options = {
-          url = mkOption {
-            # nullOr only so that an assertion can say what to set.
-            type = types.nullOr types.str;
-            default = null;
-            example = "https://headscale.example.com";
-            description = "headscale's `server_url` (its API is `<url>/api/v1/…`).";
-          };
-          apiKey = mkOption {
-            type = mkSecretRefType {
-              defaultName = "headscale-api-key";
-              what = "the headscale API key";
-            };
-            default = {};
-            example = lib.literalExpression ''{ credential.source = "/run/agenix/headscale-api-key"; }'';
-            description = ''
-              Where the provisioner finds the headscale API key (`headscale apikeys create`):
-              exactly one of `credential` or `file`. Never the key itself.
-            '';
-          };
-          user = mkOption {
-            type = types.nullOr (types.either types.str types.ints.unsigned);
-            default = null;
-            example = "fleet";
-            description = "The headscale user (name or numeric id) that owns the minted keys; may stay `null` with `settings.tags`.";
-          };
-          caFile = caFileOption;
-          allowPlainHttp = mkOption {
-            type = types.bool;
-            default = false;
-            description = "Accept an `http://` URL (a headscale on this host only: the API key crosses the network in clear text).";
-          };
-          timeoutSecs = timeoutOption;
-        };
-      });
+      type = types.nullOr mint.headscaleType;
       default = null;
       example = lib.literalExpression ''
         {
@@ -101,37 +50,7 @@ in {
     };
 
     tailscaleOAuth = mkOption {
-      type = types.nullOr (types.submodule {
-        options = {
-          clientId = mkOption {
-            type = types.nullOr types.str;
-            default = null;
-            example = "kFAKEclientid";
-            description = "The OAuth client's id (not secret).";
-          };
-          clientSecret = mkOption {
-            type = mkSecretRefType {
-              defaultName = "tailscale-oauth-secret";
-              what = "the OAuth client secret";
-            };
-            default = {};
-            example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-oauth-secret"; }'';
-            description = "Where the provisioner finds the OAuth client secret (scope `auth_keys`): exactly one of `credential` or `file`.";
-          };
-          apiUrl = mkOption {
-            type = types.str;
-            default = "https://api.tailscale.com";
-            description = "Tailscale's API (https only).";
-          };
-          tailnet = mkOption {
-            type = types.str;
-            default = "-";
-            description = "The tailnet; `-` is the OAuth client's own.";
-          };
-          caFile = caFileOption;
-          timeoutSecs = timeoutOption;
-        };
-      });
+      type = types.nullOr mint.tailscaleOAuthType;
       default = null;
       example = lib.literalExpression ''
         {

@@ -44,10 +44,15 @@
     then imageOf nb.system
     else null;
 
-  # The provisioner's admin commands with this config: pending, approve MAC, revoke MAC.
-  adminCommand = pkgs.writeShellScriptBin "tailjoin-provisioner" ''
-    exec ${lib.getExe' cfg.package "tailjoin"} provision --config ${cfg.configFile} "$@"
-  '';
+  # The provisioner's admin commands with this config: pending, approve MAC, revoke MAC. It has
+  # the name of the package's own bin/tailjoin-provisioner, which it runs by store path. The
+  # tailjoin module does not put the package into environment.systemPackages, but a user who
+  # wants `tailjoin status` on PATH does, and then both land in the system path: NixOS builds it
+  # ignoring collisions, where equal priorities leave it to the order of the list which one is
+  # on PATH (with a collision warning). hiPrio: always this one, which knows the config.
+  adminCommand = lib.hiPrio (pkgs.writeShellScriptBin "tailjoin-provisioner" ''
+    exec ${lib.getExe' cfg.package "tailjoin-provisioner"} --config ${cfg.configFile} "$@"
+  '');
 in {
   options.services.tailjoin-provisioner.netboot = {
     enable = lib.mkEnableOption ''

@@ -1,5 +1,5 @@
 # services.tailjoin-provisioner.settings: the provisioner's JSON config itself (RFC 42), in its
-# own field names, checked at build time by `tailjoin provision --check` rather than retyped
+# own field names, checked at build time by `tailjoin-provisioner --check` rather than retyped
 # here. The typed options (listen, tls, allowPlainHttp, mint, allow.bootTokens, netboot) render
 # their part into it; the defaults below are the provisioner's, written out.
 {
@@ -42,7 +42,7 @@
       nativeBuildInputs = [cfg.package];
       preferLocalBuild = true;
     } ''
-      tailjoin provision --config ${rawConfigFile} --check
+      tailjoin-provisioner --config ${rawConfigFile} --check
       cp ${rawConfigFile} "$out"
     '';
 in {
@@ -60,9 +60,9 @@ in {
         }
       '';
       description = ''
-        The provisioner's config file (`tailjoin provision --config`), in its own JSON field
+        The provisioner's config file (`tailjoin-provisioner --config`), in its own JSON field
         names (see secrets/README.md and docs/netboot-provisioner.md), checked at build time by
-        `tailjoin provision --check` (see {option}`services.tailjoin-provisioner.validateConfig`):
+        `tailjoin-provisioner --check` (see {option}`services.tailjoin-provisioner.validateConfig`):
         a field it does not know or a value out of range fails the build, naming it.
 
         Among its fields: `tags` (the minted keys' tags; required with `mint.tailscaleOAuth`),
@@ -82,8 +82,8 @@ in {
       type = types.bool;
       default = true;
       description = ''
-        Run `tailjoin provision --check` on the generated config at build time. Turn off only
-        when the build machine cannot run the agent (cross builds without emulation).
+        Run `tailjoin-provisioner --check` on the generated config at build time. Turn off only
+        when the build machine cannot run the provisioner (cross builds without emulation).
       '';
     };
 

@@ -1,5 +1,5 @@
 # The provisioner's option types: a secret it reads at run time (exactly one of a systemd
-# credential or a file, never the secret), and the minting backends' CA file and timeout.
+# credential or a file, never the secret). The minting backends' options are ../mint-options.nix.
 {lib}: let
   inherit (lib) mkOption types;
   inherit (import ../secret-refs.nix {inherit lib;}) pathString;
@@ -64,20 +64,4 @@ in {
         };
       };
     };
-
-  caFileOption = mkOption {
-    type = types.nullOr pathString;
-    default = null;
-    example = "/etc/tailjoin-provisioner/api-ca.pem";
-    description = ''
-      Absolute path of a PEM bundle of the CA(s) that sign the API server's certificate; when
-      set, only these are trusted. `null` trusts the usual public CAs.
-    '';
-  };
-
-  timeoutOption = mkOption {
-    type = types.ints.between 1 300;
-    default = 10;
-    description = "Seconds one API request may take, connecting included.";
-  };
 }

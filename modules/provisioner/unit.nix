@@ -48,7 +48,7 @@ in {
       serviceConfig =
         {
           Type = "simple";
-          ExecStart = "${lib.getExe' cfg.package "tailjoin"} provision --config ${cfg.configFile}";
+          ExecStart = "${lib.getExe' cfg.package "tailjoin-provisioner"} --config ${cfg.configFile}";
           Restart = "on-failure";
           RestartSec = "5s";
           # 2: the config is invalid; restarting will not fix it.

@@ -4,7 +4,8 @@
 # By concern:
 #   ./settings.nix   services.tailjoin.settings, the agent's JSON config itself (RFC 42), checked
 #                    at build time by `tailjoin check-config`
-#   ./key.nix        authKey, the key source (./key-types.nix: its types)
+#   ./key.nix        authKey, the key source (./key-types.nix: its types; ../mint-options.nix:
+#                    the minting sources' options, declared once with the provisioner's)
 #   ./health.nix     the push reporters' URLs, which are secrets
 #   ./checks.nix     what every secret and path must satisfy (never a literal secret, never in
 #                    the store), for the files above

@@ -4,8 +4,24 @@
 {lib}: let
   inherit (lib) mkOption types;
   inherit (import ../secret-refs.nix {inherit lib;}) pathString;
-  inherit (import ./secret-types.nix {inherit lib;}) credentialType bearerTokenType headscaleApiKeyType oauthSecretType;
+  st = import ./secret-types.nix {inherit lib;};
+  inherit (st) credentialType bearerTokenType;
+  # The minting sources' options, declared once with the provisioner's (../mint-options.nix).
+  mint = import ../mint-options.nix {inherit lib;} {
+    who = "agent";
+    mkSecretRefType = {
+      defaultName,
+      what,
+    }:
+      st.mkSecretRefType {
+        inherit defaultName what;
+        exampleFile = "/run/secrets/${defaultName}";
+      };
+  };
 in rec {
+  # The minting sources' JSON (headscaleJSON, tailscaleOAuthJSON), for ./key.nix.
+  inherit mint;
+
   httpType = types.submodule {
     options = {
       url = mkOption {
@@ -103,32 +119,6 @@ in rec {
     };
   };
 
-  caFileOption = mkOption {
-    type = types.nullOr pathString;
-    default = null;
-    example = "/etc/tailjoin/lab-ca.pem";
-    description = ''
-      Absolute path of a PEM bundle of the CA(s) that sign the server's certificate; when set,
-      only these CAs are trusted (a home-lab CA). Given as a string, outside the store. `null`
-      trusts the usual public CAs.
-    '';
-  };
-
-  timeoutOption = mkOption {
-    type = types.ints.between 1 300;
-    default = 10;
-    description = "Seconds one request may take, connecting included.";
-  };
-
-  expiryOption = mkOption {
-    type = types.ints.between 60 86400;
-    default = 600;
-    description = ''
-      Seconds the minted key stays valid. It is single-use and spent within seconds, so keep
-      this short: a key that leaks before it is used expires soon.
-    '';
-  };
-
   kernelCmdlineType = types.submodule {
     options = {
       keyUrl = mkOption {
@@ -171,7 +161,7 @@ in rec {
         default = "json";
         description = ''
           How the response holds the key: `json` (a JSON object whose field {option}`jsonField`
-          is the key; what `tailjoin provision` answers) or `raw` (the body is the key).
+          is the key; what `tailjoin-provisioner` answers) or `raw` (the body is the key).
         '';
       };
       jsonField = mkOption {
@@ -180,9 +170,10 @@ in rec {
         example = "key";
         description = "The JSON field that holds the key, with `response = \"json\"` only; `null` means `key`.";
       };
-      caFile = caFileOption;
+      # The CA file and timeout of the agent's minting sources (../mint-options.nix).
+      inherit (mint) caFile;
       timeoutSecs =
-        timeoutOption
+        mint.timeoutSecs
         // {
           # Longer than the provisioner's own mint timeout (10 s), so that it answers first.
           default = 30;
@@ -200,84 +191,6 @@ in rec {
           network in clear text: only on a link you trust.
         '';
       };
-    };
-  };
-
-  headscaleType = types.submodule {
-    options = {
-      url = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "https://headscale.example.com";
-        description = ''
-          headscale's `server_url` (its API is `<url>/api/v1/…`). `null` means
-          {option}`services.tailjoin.loginServer`.
-        '';
-      };
-      apiKey = mkOption {
-        type = headscaleApiKeyType;
-        default = {};
-        example = lib.literalExpression ''{ credential.source = "/run/agenix/headscale-api-key"; }'';
-        description = ''
-          Where the agent finds the headscale API key (`headscale apikeys create`): exactly one of
-          `credential` or `file`. Never the key itself. Whoever holds it can mint keys and
-          manage every node: prefer a credential, ideally an encrypted one.
-        '';
-      };
-      user = mkOption {
-        type = types.nullOr (types.either types.str types.ints.unsigned);
-        default = null;
-        example = "fleet";
-        description = ''
-          The headscale user (name or numeric id) that owns the minted keys. May stay `null` when
-          `services.tailjoin.settings.advertise_tags` is set (tagged nodes).
-        '';
-      };
-      expiry = expiryOption;
-      caFile = caFileOption;
-      allowPlainHttp = mkOption {
-        type = types.bool;
-        default = false;
-        description = ''
-          Accept an `http://` URL. The API key then crosses the network in clear text: only for
-          a headscale on the same host or a link you trust.
-        '';
-      };
-      timeoutSecs = timeoutOption;
-    };
-  };
-
-  tailscaleOAuthType = types.submodule {
-    options = {
-      clientId = mkOption {
-        # nullOr only so that an assertion can say what to set.
-        type = types.nullOr types.str;
-        default = null;
-        example = "kFAKEclientid";
-        description = "The OAuth client's id (not secret; it is written into the store).";
-      };
-      clientSecret = mkOption {
-        type = oauthSecretType;
-        default = {};
-        example = lib.literalExpression ''{ credential.source = "/run/agenix/tailscale-oauth-secret"; }'';
-        description = ''
-          Where the agent finds the OAuth client secret (scope `auth_keys`): exactly one of
-          `credential` or `file`. Never the secret itself.
-        '';
-      };
-      apiUrl = mkOption {
-        type = types.str;
-        default = "https://api.tailscale.com";
-        description = "Tailscale's API (https only).";
-      };
-      tailnet = mkOption {
-        type = types.str;
-        default = "-";
-        description = "The tailnet; `-` is the OAuth client's own.";
-      };
-      expiry = expiryOption;
-      caFile = caFileOption;
-      timeoutSecs = timeoutOption;
     };
   };
 
@@ -325,12 +238,12 @@ in rec {
           Fetch the key at boot from the provisioner named on the kernel command line
           (`tailjoin.key_url=URL`), sending `tailjoin.boot_token=TOKEN` as a bearer token: one
           netboot image for the whole fleet, with a per-machine one-time token added by the iPXE
-          script that boots it. See `tailjoin provision` and
+          script that boots it. See `tailjoin-provisioner` and
           {option}`services.tailjoin-provisioner`.
         '';
       };
       headscale = mkOption {
-        type = types.nullOr headscaleType;
+        type = types.nullOr mint.headscaleType;
         default = null;
         example = lib.literalExpression ''{ apiKey.credential.source = "/run/agenix/headscale-api-key"; user = "fleet"; }'';
         description = ''
@@ -340,7 +253,7 @@ in rec {
         '';
       };
       tailscaleOAuth = mkOption {
-        type = types.nullOr tailscaleOAuthType;
+        type = types.nullOr mint.tailscaleOAuthType;
         default = null;
         example = lib.literalExpression ''
           {

@@ -11,7 +11,7 @@
   inherit (lib) mkOption types;
   inherit (import ../secret-refs.nix {inherit lib;}) refJSON;
   inherit (import ./secret-types.nix {inherit lib;}) looksLikeKey refPaths refAssertion refCredential;
-  inherit (import ./key-types.nix {inherit lib;}) keySourceType;
+  inherit (import ./key-types.nix {inherit lib;}) keySourceType mint;
 
   cfg = config.services.tailjoin;
   # The tags and ephemeral flag the agent is given (settings, with ./settings.nix's defaults).
@@ -83,26 +83,6 @@
     allow_plain_http = cmdline.allowPlainHttp;
   };
 
-  headscaleJSON = nonNull {
-    url = hsUrl;
-    api_key = refJSON apiKey;
-    user = lib.mapNullable toString hs.user;
-    expiry_secs = hs.expiry;
-    ca_file = lib.mapNullable toString hs.caFile;
-    allow_plain_http = hs.allowPlainHttp;
-    timeout_secs = hs.timeoutSecs;
-  };
-
-  oauthJSON = nonNull {
-    client_id = oauth.clientId;
-    client_secret = refJSON clientSecret;
-    api_url = oauth.apiUrl;
-    inherit (oauth) tailnet;
-    expiry_secs = oauth.expiry;
-    ca_file = lib.mapNullable toString oauth.caFile;
-    timeout_secs = oauth.timeoutSecs;
-  };
-
   keyJSON =
     if !oneSource
     then null
@@ -117,8 +97,8 @@
     else if cmdline != null
     then {kernel_cmdline = cmdlineJSON;}
     else if hs != null
-    then {headscale = headscaleJSON;}
-    else {tailscale_oauth = oauthJSON;};
+    then {headscale = mint.headscaleJSON hs hsUrl;}
+    else {tailscale_oauth = mint.tailscaleOAuthJSON oauth;};
 
   keyExample = "/run/agenix/tailscale-auth-key";
   tokenExample = "/run/agenix/tailjoin-http-token";

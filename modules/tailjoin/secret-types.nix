@@ -91,18 +91,6 @@ in rec {
     what = "the bearer token";
   };
 
-  headscaleApiKeyType = mkSecretRefType {
-    defaultName = "headscale-api-key";
-    exampleFile = "/run/secrets/headscale-api-key";
-    what = "the headscale API key";
-  };
-
-  oauthSecretType = mkSecretRefType {
-    defaultName = "tailscale-oauth-secret";
-    exampleFile = "/run/secrets/tailscale-oauth-secret";
-    what = "the OAuth client secret";
-  };
-
   # The push reporters' secrets. Every push URL carries a token (healthchecks.io's check UUID,
   # Uptime Kuma's push token, a webhook's secret path), so each is a secret named like the others.
   webhookUrlType = mkSecretRefType {

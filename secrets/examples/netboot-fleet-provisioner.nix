@@ -1,4 +1,4 @@
-# Recipe, provisioner side: one always-on box runs `tailjoin provision`, which mints a fresh
+# Recipe, provisioner side: one always-on box runs `tailjoin-provisioner`, which mints a fresh
 # single-use, ephemeral, tag:netboot key through headscale for each netbooted machine that asks
 # (netboot-fleet-machine.nix), if it boots from the lab network and brings a one-time boot token.
 #

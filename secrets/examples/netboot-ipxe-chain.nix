@@ -5,7 +5,7 @@
 # and initrd from the provisioner and puts tailjoin.key_url= and a fresh one-time boot token on
 # the kernel command line. A refused machine prints why on its console and asks again later:
 #
-#   tailjoin provisioner: 52:54:00:12:34:57 is waiting for approval: tailjoin provision approve 52:54:00:12:34:57
+#   tailjoin: 52:54:00:12:34:57 is waiting for approval; on the provisioner run: tailjoin-provisioner approve 52:54:00:12:34:57
 #
 # The boot script travels over plain HTTP (most iPXE builds have no TLS): a token seen on the
 # wire is worth one key, for that MAC, for settings.netboot.token_ttl_secs seconds. The key

@@ -1,4 +1,4 @@
-# The always-on box: `tailjoin provision` serves the netboot image (flake.nix hands it
+# The always-on box: `tailjoin-provisioner` serves the netboot image (flake.nix hands it
 # nixosConfigurations.machine) to the machines you approve and mints each a fresh single-use,
 # ephemeral, tagged key through headscale at every boot; pixiecore answers their network boot
 # beside your router's DHCP. A machine nobody approved waits, and on the box

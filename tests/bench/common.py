@@ -70,6 +70,14 @@ def tailjoin_bin() -> str:
     return value
 
 
+def provisioner_bin() -> str:
+    """$TAILJOIN_PROVISIONER_BIN, else `tailjoin-provisioner` beside $TAILJOIN_BIN."""
+    value = os.environ.get("TAILJOIN_PROVISIONER_BIN", "") or str(Path(tailjoin_bin()).with_name("tailjoin-provisioner"))
+    if not os.access(value, os.X_OK):
+        raise BenchError(f"no executable tailjoin-provisioner at {value!r}: build agent/ or set $TAILJOIN_PROVISIONER_BIN")
+    return value
+
+
 def containerboot_bin() -> str:
     d = os.environ.get("TAILJOIN_CONTAINERBOOT_BIN", "")
     exe = Path(d) / "containerboot"

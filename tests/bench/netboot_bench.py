@@ -1,7 +1,7 @@
 """Section 7 of the benchmark: power-on → Running of a diskless netbooted machine under qemu.
 
 Two variants of the same diskless image (tests/boot/build-image.sh --netboot), each served by its
-own `tailjoin provision` netboot listener, so both take the same iPXE path (DHCP, boot script,
+own `tailjoin-provisioner` netboot listener, so both take the same iPXE path (DHCP, boot script,
 kernel, the same-size initrd) and get the same kernel command line:
 
 - tailjoin: the image's tailjoin (key source kernel_cmdline) POSTs its identity with the boot
@@ -155,7 +155,7 @@ def run(work: Path, runs: int, log=print) -> dict:
         for v in VARIANTS:
             p = make_provisioner(work / f"provisioner-{v}", tls, hs, images[v], macs[v])
             provs.append(p)
-            prov[v] = _guard(f"tailjoin provision ({v})", p.start)
+            prov[v] = _guard(f"tailjoin-provisioner ({v})", p.start)
         boots: dict[str, list] = {v: [] for v in VARIANTS}
         for i in range(runs):
             order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]

@@ -309,6 +309,18 @@ def _size(res: dict) -> list[str]:
         "dynamically linked program on the machine.",
         "",
     ]
+    prov = s.get("provisioner")
+    if prov:
+        lines += [
+            "The provisioner runs only on the always-on box and is a program of its own: "
+            f"`tailjoin-provisioner` {_mb(prov['stripped'])} (shared libraries "
+            f"{', '.join(sorted(prov['libs']))}, the same as the agent's). Until the workspace split the agent "
+            "carried it: built side by side on 2026-12-07 with the same toolchain, `tailjoin` was 4.16 MB with "
+            "the provisioner inside (commit de53f96, 4,163,736 bytes) and 3.77 MB without it (3,768,144 bytes); "
+            f"this run's `tailjoin` is {_mb(tj['stripped'])}. The agent's binary has no provisioner code "
+            "(tests/agent-binary-check.sh checks it in every run of tests/run-all.sh).",
+            "",
+        ]
     return lines
 
 

@@ -39,7 +39,7 @@ def storm(res: dict, plots_rel: str, key: str = "storm") -> list[str]:
     lines = [
         "## 6. Boot storm",
         "",
-        "N netbooted machines power on at once (after a power cut) against one `tailjoin provision` in front of "
+        "N netbooted machines power on at once (after a power cut) against one `tailjoin-provisioner` in front of "
         "one headscale (defaults, every node sees every other). Each machine is simulated on loopback: its "
         "\"firmware\" fetches `GET /v1/boot.ipxe?mac=MAC` from the provisioner's plain-HTTP netboot listener "
         "(a refusal is followed as iPXE would: sleep what the script says, ask again), takes the `kernel` line's "
@@ -266,7 +266,7 @@ def netboot(res: dict) -> list[str]:
         "## 7. Netboot: power-on → Running, diskless, under qemu",
         "",
         "One diskless image (`tests/boot/build-image.sh --netboot`: vmlinuz + an initrd carrying the whole "
-        "tree as a squashfs under a tmpfs overlay) in two variants, each served by its own `tailjoin provision` "
+        "tree as a squashfs under a tmpfs overlay) in two variants, each served by its own `tailjoin-provisioner` "
         "netboot listener, so both take the same path: qemu `-boot n` with Debian's iPXE ROM, DHCP, "
         "`/v1/boot.ipxe`, kernel and initrd over HTTP, the same kernel command line. **tailjoin**: the image's "
         "tailjoin (`kernel_cmdline` key source) fetches a freshly minted key from the provisioner with the "

@@ -63,6 +63,8 @@ else
   (cd agent && cargo build --locked --release --quiet)
   export TAILJOIN_BIN=$root/agent/target/release/tailjoin
 fi
+export TAILJOIN_PROVISIONER_BIN=${TAILJOIN_PROVISIONER_BIN:-$(dirname "$TAILJOIN_BIN")/tailjoin-provisioner}
+[ -x "$TAILJOIN_PROVISIONER_BIN" ] || tj_die "TAILJOIN_PROVISIONER_BIN=$TAILJOIN_PROVISIONER_BIN is not an executable"
 TAILJOIN_PEERS_BIN=$(tests/peers/build.sh | tail -n1)
 TAILJOIN_CONTAINERBOOT_BIN=$(tests/bench/build-containerboot.sh | tail -n1)
 export TAILJOIN_PEERS_BIN TAILJOIN_CONTAINERBOOT_BIN

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import BASELINES, containerboot_bin, peers, tailjoin_bin
+from common import BASELINES, containerboot_bin, peers, provisioner_bin, tailjoin_bin
 
 
 def _which(name: str) -> str:
@@ -67,6 +67,8 @@ def measure() -> dict:
     tj = tailjoin_bin()
     tj_size, tj_stripped = stripped_size(tj)
     tj_libs = shared_libs(tj)
+    prov = provisioner_bin()
+    prov_size, prov_stripped = stripped_size(prov)
 
     cb = containerboot_bin()
     cb_size, cb_stripped = stripped_size(cb)
@@ -81,6 +83,7 @@ def measure() -> dict:
 
     return {
         "tailjoin": {"path": tj, "size": tj_size, "stripped": tj_stripped, "libs": tj_libs},
+        "provisioner": {"path": prov, "size": prov_size, "stripped": prov_stripped, "libs": shared_libs(prov)},
         "containerboot": {"size": cb_size, "stripped": cb_stripped, "libs": shared_libs(cb)},
         "tailscale_cli": {"size": cli_size, "stripped": cli_stripped},
         "script": {"bins": script_bin_sizes, "libs": script_libs, "scripts": scripts, "packages_kib": packages},

@@ -1,5 +1,5 @@
 """Section 6 of the benchmark: a boot storm. Up to 200 netbooted machines reboot at once after a
-power cut and ask one `tailjoin provision` (in front of one headscale) for boot scripts and keys.
+power cut and ask one `tailjoin-provisioner` (in front of one headscale) for boot scripts and keys.
 
 One machine = what a diskless netbooted box does, on loopback:
 
@@ -39,7 +39,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common import HERE, ROOT, BenchError, Node, peers, tailjoin_bin
+from common import HERE, ROOT, BenchError, Node, peers, provisioner_bin, tailjoin_bin
 from fleet import ProxiedHeadscale, _port_open, _read_events, _stop_all
 
 sys.path.insert(0, str(ROOT / "tests" / "boot"))
@@ -188,7 +188,7 @@ def mem_available_kib() -> int:
 
 
 class StormProvisioner:
-    """`tailjoin provision` with a netboot section: HTTPS /v1/key (throwaway CA), plain-HTTP boot
+    """`tailjoin-provisioner` with a netboot section: HTTPS /v1/key (throwaway CA), plain-HTTP boot
     scripts; mints through the counting proxy; its secrets in a 0700 credentials directory."""
 
     def __init__(self, workdir: Path, tls: dict, api_url: str, api_key: str, macs: list[str],
@@ -246,17 +246,17 @@ class StormProvisioner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
         env["CREDENTIALS_DIRECTORY"] = str(self.creds)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([tailjoin_bin(), "provision", f"--config={self.config_path}"],
+            self.proc = subprocess.Popen([provisioner_bin(), f"--config={self.config_path}"],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"tailjoin provision exited with {self.proc.returncode}: {self.log()[-2000:]}")
+                raise BenchError(f"tailjoin-provisioner exited with {self.proc.returncode}: {self.log()[-2000:]}")
             if _port_open(self.port) and ("netboot" not in self.config or _port_open(self.plain_port)):
                 return self
             time.sleep(0.1)
-        raise BenchError(f"tailjoin provision did not listen on {self.port}/{self.plain_port} in {timeout}s")
+        raise BenchError(f"tailjoin-provisioner did not listen on {self.port}/{self.plain_port} in {timeout}s")
 
     def audit(self) -> list[dict]:
         return parse_audit(self.state_dir / "audit.jsonl")

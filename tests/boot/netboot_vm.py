@@ -2,7 +2,7 @@
 
 The machine has no disk at all. Its virtio NIC boots with Debian's iPXE ROM (`ipxe-qemu`,
 `-boot n`); qemu's user-network DHCP hands iPXE a bootfile URL on the host's loopback (seen
-from the guest as 10.0.2.2), where `tailjoin provision` answers with the boot script. SeaBIOS
+from the guest as 10.0.2.2), where `tailjoin-provisioner` answers with the boot script. SeaBIOS
 mirrors the firmware's text console (iPXE's `echo` lines included) onto the first serial port
 (`etc/sercon-port`), so what the machine says before Linux starts lands in console.log too.
 The guest's collector (guest/image/usr/local/lib/tailjoin-test/collect) writes its evidence to

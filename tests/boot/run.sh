@@ -28,10 +28,13 @@ if [ -z "${TAILJOIN_BIN:-}" ]; then
   [ -x "$TAILJOIN_BIN" ] || (cd "$root/agent" && cargo build --locked --release) || die "cannot build the agent"
 fi
 [ -x "$TAILJOIN_BIN" ] || die "TAILJOIN_BIN=$TAILJOIN_BIN is not an executable"
+# The provisioner is its own program, built beside the agent by the same cargo build.
+TAILJOIN_PROVISIONER_BIN=${TAILJOIN_PROVISIONER_BIN:-$(dirname "$TAILJOIN_BIN")/tailjoin-provisioner}
+[ -x "$TAILJOIN_PROVISIONER_BIN" ] || die "TAILJOIN_PROVISIONER_BIN=$TAILJOIN_PROVISIONER_BIN is not an executable (cd agent && cargo build --release builds it)"
 if [ -z "${TAILJOIN_PEERS_BIN:-}" ]; then
   TAILJOIN_PEERS_BIN=$("$root/tests/peers/build.sh" | tail -n1) || die "tests/peers/build.sh failed"
 fi
-export TAILJOIN_BIN TAILJOIN_PEERS_BIN
+export TAILJOIN_BIN TAILJOIN_PROVISIONER_BIN TAILJOIN_PEERS_BIN
 
 cd "$here"
 exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py test_demo_vm.py "$@"

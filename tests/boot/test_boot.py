@@ -237,7 +237,7 @@ def owner_only(path: Path, text: str) -> Path:
 
 
 class HostProvisioner:
-    """`tailjoin provision` (the TAILJOIN_BIN binary) on 127.0.0.1:PORT, which the guest reaches
+    """`tailjoin-provisioner` (the TAILJOIN_PROVISIONER_BIN binary) on 127.0.0.1:PORT, which the guest reaches
     as 10.0.2.2:PORT; its secrets (TLS key, headscale API key, boot tokens) in a 0700 directory
     handed over as $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= would."""
 
@@ -278,12 +278,12 @@ class HostProvisioner:
         env["CREDENTIALS_DIRECTORY"] = str(self.creds)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [os.environ["TAILJOIN_BIN"], "provision", f"--config={self.config_path}"],
+                [os.environ["TAILJOIN_PROVISIONER_BIN"], f"--config={self.config_path}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"tailjoin provision exited with {self.proc.returncode}:\n{self.log()[-3000:]}",
+                pytest.fail(f"tailjoin-provisioner exited with {self.proc.returncode}:\n{self.log()[-3000:]}",
                             pytrace=False)
             try:
                 if self.request("GET", "/healthz")[0] == 200:
@@ -291,7 +291,7 @@ class HostProvisioner:
             except OSError:
                 pass
             time.sleep(0.1)
-        pytest.fail(f"tailjoin provision did not answer /healthz in {timeout}s:\n{self.log()[-3000:]}",
+        pytest.fail(f"tailjoin-provisioner did not answer /healthz in {timeout}s:\n{self.log()[-3000:]}",
                     pytrace=False)
 
     def request(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, str]:
@@ -754,7 +754,7 @@ def test_provisioned_netboot(provisioned_image, provisioner_tls, headscale, out_
     """The netboot flow: the guest gets no key at all. Its kernel command line carries
     tailjoin.key_url=https://10.0.2.2:PORT/v1/key and a one-time tailjoin.boot_token=; tailjoin's
     kernel_cmdline source reads them from /proc/cmdline (ProcSubset=all) and POSTs the machine's
-    identity with the token to `tailjoin provision` on the host, which checks the token and the
+    identity with the token to `tailjoin-provisioner` on the host, which checks the token and the
     MAC the guest reports from /sys/class/net, mints a single-use ephemeral tag:netboot key from
     the same headscale and audits it."""
     scenario = "provisioned"

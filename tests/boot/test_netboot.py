@@ -1,5 +1,5 @@
 """The diskless PXE boot, end to end (issue 12): a qemu machine with no disk at all boots from
-the network with Debian's iPXE ROM, asks the real `tailjoin provision` on the host for its boot
+the network with Debian's iPXE ROM, asks the real `tailjoin-provisioner` on the host for its boot
 script, gets the kernel, an initrd that carries the whole root file system as a squashfs (under
 a tmpfs overlay, as NixOS netboot does) and a fresh one-time boot token on its kernel command
 line, mints a key through the provisioner and joins real headscale. Then it is power-cycled and
@@ -74,7 +74,7 @@ def netboot_image(hs, peers_bin, out_root, provisioner_tls) -> Path:
 
 
 class NetbootProvisioner(HostProvisioner):
-    """The host's `tailjoin provision` with its netboot section: HTTPS /v1/key for the booted OS
+    """The host's `tailjoin-provisioner` with its netboot section: HTTPS /v1/key for the booted OS
     on one port, plain-HTTP boot scripts and files for the firmware on another (the ROM has no
     TLS). No pre-shared tokens: the provisioner issues one per boot."""
 
@@ -101,7 +101,7 @@ class NetbootProvisioner(HostProvisioner):
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
-        return subprocess.run([os.environ["TAILJOIN_BIN"], "provision", f"--config={self.config_path}", *args],
+        return subprocess.run([os.environ["TAILJOIN_PROVISIONER_BIN"], f"--config={self.config_path}", *args],
                               capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -267,7 +267,7 @@ def test_replayed_boot_token_is_refused(two_boots):
 
 def test_unapproved_mac_is_refused_on_its_console_then_approved_once(hs, netboot_image, provisioner_tls, out_root):
     """A machine nobody approved: its firmware console says why and how to fix it, it goes on the
-    provisioner's pending list, nothing is minted. Approved once with `tailjoin provision
+    provisioner's pending list, nothing is minted. Approved once with `tailjoin-provisioner
     approve`, the same machine (still retrying on its own) boots and joins unattended."""
     keys_before = len(hs.preauth_keys())
     prov = NetbootProvisioner(out_root / "netboot" / "provisioner-b", provisioner_tls, hs, netboot_image, [MAC_A])

@@ -73,9 +73,14 @@ COVERAGE: list[tuple[str, str, object]] = [
     ),
     (r"^tailjoin status( \[--json\])?$", "test", [("tests/real_peers/agent.py", ['"status"', '"--json"'])]),
     (
-        r"^tailjoin provision( --config FILE)?( \[?--check\]?)?$",
+        r"^tailjoin-provisioner( --config FILE)?( \[?--check\]?)?$",
         "test",
-        [("tests/nix/check.sh", ['provision --config "$c" --check']), ("tests/real_peers/provisioner.py", ['"provision"'])],
+        [("tests/nix/check.sh", ['--config "$c" --check']), ("tests/real_peers/provisioner.py", ["provisioner_bin()"])],
+    ),
+    (
+        r"^tailjoin-provisioner --config FILE pending\|approve MAC\|revoke MAC$",
+        "test",
+        [("tests/real_peers/test_netboot_provisioner.py", ['"pending"', '"approve"', '"revoke"'])],
     ),
     (
         r"^tailjoin-provisioner (pending|approve 52:54:00:12:34:56)$",
@@ -86,7 +91,7 @@ COVERAGE: list[tuple[str, str, object]] = [
     (r"^headscale nodes list$", "test", [("tests/real_peers/peers.py", ['"nodes", "list"'])]),
     (r"^tailscale set$", "test", [("tests/real_peers/test_prefs_rejoin.py", ['"set"'])]),
     # A unit test of the decision: no real-peer test runs `tailscale down`.
-    (r"^tailscale down$", "test", [("agent/src/decide/tests.rs", ["OnStopped::Respect"])]),
+    (r"^tailscale down$", "test", [("agent/tailjoin/src/decide/tests.rs", ["OnStopped::Respect"])]),
     # tailscale's own tailscale-wait-online.service runs it in the boot test's image.
     (r"^tailscale wait$", "test", [("tests/boot/guest/image/usr/local/lib/tailjoin-test/collect", ["tailscale-wait-online.service"]),
                                   ("tests/boot/test_boot.py", ["tailscale-online.target"])]),
@@ -198,9 +203,15 @@ def run_run_help(text: str) -> None:
     key_flags = [f for f in flags if f in ("--auth-key", "--key", "--authkey")]
     check(name, "--login-server" in flags and "TAILJOIN_LOGIN_SERVER" in out and not key_flags,
           f"flags: {flags}")
-    for sub, flag in [("status", "--json"), ("provision", "--check"), ("provision", "--config")]:
+    for sub, flag in [("status", "--json")]:
         h = run([exe, sub, "--help"]).stdout
         check(f"tailjoin {sub} --help has {flag}", re.search(rf"^\s+{flag}\b", h, re.M) is not None, h)
+    prov = str(Path(exe).with_name("tailjoin-provisioner"))
+    h = run([prov, "--help"]).stdout
+    for flag in ("--check", "--config"):
+        check(f"tailjoin-provisioner --help has {flag}", re.search(rf"^\s+{flag}\b", h, re.M) is not None, h)
+    for sub in ("pending", "approve", "revoke"):
+        check(f"tailjoin-provisioner --help lists {sub}", re.search(rf"^\s+{sub}\b", h, re.M) is not None, h)
 
 
 def run_json_examples(text: str) -> None:

@@ -5,9 +5,11 @@
 # module evaluation tests (tests/nix/eval.nix) run, the JSON configs the module writes pass the
 # real agent's `tailjoin check-config`, and the unit the module renders equals
 # tests/lib/render-unit.py's rendering of tailjoin-unit.json; the provisioner module's configs
-# pass `tailjoin provision --check` (and the ones its assertions refuse fail it with exit 2);
+# pass `tailjoin-provisioner --check` (and the ones its assertions refuse fail it with exit 2);
 # the `nix run .#vm` script runs against a fake VM runner (try-vm-app-check.sh).
-# The agent is $TAILJOIN_BIN when set, else built from agent/.
+# The agent is $TAILJOIN_BIN when set; the provisioner is $TAILJOIN_PROVISIONER_BIN when set,
+# else the tailjoin-provisioner next to $TAILJOIN_BIN when that is set. What is not given is
+# built from agent/ (`cargo build --release` there builds the workspace: both binaries).
 #
 #   tests/nix/check.sh              check
 #   tests/nix/check.sh --fix        format the .nix files first
@@ -254,7 +256,7 @@ elif [ -z "${NIXPKGS_LIB:-}" ]; then
     "(In CI, CI=true, this is a failure, not a skip.)"
   skip "module evaluation tests (tests/nix/eval.nix)"
   skip "JSON configs pass tailjoin check-config"
-  skip "provisioner JSON configs pass tailjoin provision --check"
+  skip "provisioner JSON configs pass tailjoin-provisioner --check"
   skip "module's unit equals render-unit.py's rendering of tailjoin-unit.json"
   skip "docs/options.md is current"
 else
@@ -289,16 +291,8 @@ for r in json.load(open(sys.argv[1]))["results"]:
     print("1" if r["ok"] else "0", r["name"], r["detail"], sep="\t")
 ' "$work/eval.json")
 
-    # The agent the modules' build-time checks run: $TAILJOIN_BIN when set, else built here.
-    TJ=${TAILJOIN_BIN:-}
-    if [ -z "$TJ" ] && ! out=$(cargo build --quiet --release --locked --manifest-path agent/Cargo.toml 2>&1); then
-      fail "build the agent for check-config" "$out"
-    elif [ -n "$TJ" ] && [ ! -x "$TJ" ]; then
-      fail "TAILJOIN_BIN=$TJ is an executable" "no such executable"
-    else
-      TJ=${TJ:-agent/target/release/tailjoin}
-      echo "      (agent: $TJ)"
-      python3 - "$work" <<'EOF'
+    # The eval's artifacts as files: the configs to check, the module's unit and its instance keys.
+    python3 - "$work" <<'EOF'
 import json, sys
 w = sys.argv[1]
 a = json.load(open(f"{w}/eval.json"))["artifacts"]
@@ -318,56 +312,69 @@ with open(f"{w}/sets", "w") as f:
         for item in v if isinstance(v, list) else [v]:
             f.write(f"Service.{k}={item}\n")
 EOF
-      # Every key source whose JSON shape is the agent's, not the module's, must be among them.
-      for src in http kernel_cmdline headscale tailscale_oauth; do
-        if python3 - "$work" "$src" <<'EOF'
+    # Every key source whose JSON shape is the agent's, not the module's, must be among them.
+    for src in http kernel_cmdline headscale tailscale_oauth; do
+      if python3 - "$work" "$src" <<'EOF'
 import glob, json, sys
 cfgs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/config-*.json")]
 sys.exit(0 if any(sys.argv[2] in (c.get("auth_key") or {}) for c in cfgs) else 1)
 EOF
-        then
-          pass "the configs checked include the $src key source"
-        else
-          fail "the configs checked include the $src key source" "no artifacts.configs entry has auth_key.$src"
-        fi
-      done
-      # Every push reporter, and the pull side, must be among them too.
-      for field in listen textfile webhook healthchecks uptime_kuma; do
-        if python3 - "$work" "$field" <<'EOF'
+      then
+        pass "the configs checked include the $src key source"
+      else
+        fail "the configs checked include the $src key source" "no artifacts.configs entry has auth_key.$src"
+      fi
+    done
+    # Every push reporter, and the pull side, must be among them too.
+    for field in listen textfile webhook healthchecks uptime_kuma; do
+      if python3 - "$work" "$field" <<'EOF'
 import glob, json, sys
 cfgs = [json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/config-*.json")]
 sys.exit(0 if any(sys.argv[2] in (c.get("health") or {}) for c in cfgs) else 1)
 EOF
-        then
-          pass "the configs checked include health.$field"
-        else
-          fail "the configs checked include health.$field" "no artifacts.configs entry has health.$field"
-        fi
-      done
+      then
+        pass "the configs checked include health.$field"
+      else
+        fail "the configs checked include health.$field" "no artifacts.configs entry has health.$field"
+      fi
+    done
+
+    # The binaries the modules' build-time checks run. The agent (check-config): $TAILJOIN_BIN
+    # when set. The provisioner (--check): $TAILJOIN_PROVISIONER_BIN when set, else the
+    # tailjoin-provisioner next to $TAILJOIN_BIN when that is set. What is not given is built
+    # here: `cargo build --release` in agent/ builds the workspace, both binaries, into
+    # agent/target/release.
+    TJ=${TAILJOIN_BIN:-}
+    TJP=${TAILJOIN_PROVISIONER_BIN:-}
+    TJ_FROM="TAILJOIN_BIN=$TJ"
+    TJP_FROM="TAILJOIN_PROVISIONER_BIN=$TJP"
+    if [ -z "$TJP" ] && [ -n "$TJ" ]; then
+      TJP=$(dirname "$TJ")/tailjoin-provisioner
+      TJP_FROM="$TJP (the tailjoin-provisioner next to TAILJOIN_BIN)"
+    fi
+    if [ -z "$TJ" ] || [ -z "$TJP" ]; then
+      if out=$(cargo build --quiet --release --locked --manifest-path agent/Cargo.toml 2>&1); then
+        if [ -z "$TJ" ]; then TJ=agent/target/release/tailjoin TJ_FROM="the built agent/target/release/tailjoin"; fi
+        if [ -z "$TJP" ]; then TJP=agent/target/release/tailjoin-provisioner TJP_FROM="the built agent/target/release/tailjoin-provisioner"; fi
+      else
+        fail "build the agent and the provisioner (cargo build --release in agent/)" "$out"
+        TJ="" TJP=""
+      fi
+    fi
+    # usable PATH WHAT: PATH is given (empty after a failed build, already reported) and is an
+    # executable.
+    usable() {
+      [ -n "$1" ] || return 1
+      [ -x "$1" ] && return 0
+      fail "$2 is an executable" "no such executable"
+      return 1
+    }
+
+    if usable "$TJ" "$TJ_FROM"; then
+      echo "      (agent: $TJ)"
       for c in "$work"/config-*.json; do
         n=$(basename "$c" .json)
         if out=$("$TJ" check-config "$c" 2>&1); then pass "tailjoin check-config accepts the module's $n"; else fail "tailjoin check-config accepts the module's $n" "$out"; fi
-      done
-      # The provisioner module's configs, as its build-time check runs them.
-      for c in "$work"/prov-*.json; do
-        n=$(basename "$c" .json)
-        if out=$("$TJ" provision --config "$c" --check 2>&1); then
-          pass "tailjoin provision --check accepts the provisioner module's $n"
-        else
-          fail "tailjoin provision --check accepts the provisioner module's $n" "$out"
-        fi
-      done
-      # What the module's assertions refuse, the provisioner refuses too (exit 2, naming the field).
-      for c in "$work"/badprov-*.json; do
-        n=$(basename "$c" .json)
-        field=$(cat "${c%.json}.field")
-        out=$("$TJ" provision --config "$c" --check 2>&1)
-        rc=$?
-        if [ $rc = 2 ] && grep -q "$field" <<<"$out"; then
-          pass "tailjoin provision --check rejects $n naming $field, exit 2"
-        else
-          fail "tailjoin provision --check rejects $n naming $field, exit 2 (got $rc)" "$out"
-        fi
       done
       # The settings are the agent's to check: what it would refuse at boot fails the build.
       for c in "$work"/badcfg-*.json; do
@@ -379,6 +386,31 @@ EOF
           pass "tailjoin check-config rejects settings $n naming $field, exit 2"
         else
           fail "tailjoin check-config rejects settings $n naming $field, exit 2 (got $rc)" "$out"
+        fi
+      done
+    fi
+
+    if usable "$TJP" "$TJP_FROM"; then
+      echo "      (provisioner: $TJP)"
+      # The provisioner module's configs, as its build-time check runs them.
+      for c in "$work"/prov-*.json; do
+        n=$(basename "$c" .json)
+        if out=$("$TJP" --config "$c" --check 2>&1); then
+          pass "tailjoin-provisioner --check accepts the provisioner module's $n"
+        else
+          fail "tailjoin-provisioner --check accepts the provisioner module's $n" "$out"
+        fi
+      done
+      # What the module's assertions refuse, the provisioner refuses too (exit 2, naming the field).
+      for c in "$work"/badprov-*.json; do
+        n=$(basename "$c" .json)
+        field=$(cat "${c%.json}.field")
+        out=$("$TJP" --config "$c" --check 2>&1)
+        rc=$?
+        if [ $rc = 2 ] && grep -q "$field" <<<"$out"; then
+          pass "tailjoin-provisioner --check rejects $n naming $field, exit 2"
+        else
+          fail "tailjoin-provisioner --check rejects $n naming $field, exit 2 (got $rc)" "$out"
         fi
       done
     fi

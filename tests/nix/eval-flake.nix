@@ -1,8 +1,9 @@
 # Evaluation tests for flake.nix's NixOS modules: its outputs evaluated with the real nixpkgs lib
 # and no nixpkgs packages (nothing here touches them), so that the wiring is checked where there
 # is no nixpkgs: the default module brings both services, the package defaults to our build once
-# however the modules are combined, and the provisioner's package follows the agent's. Imported
-# by eval.nix with its helpers; returns { results; }.
+# however the modules are combined, and the provisioner's package follows the agent's; and what
+# modules/package.nix builds (the Cargo workspace: its name, version and source). Imported by
+# eval.nix with its helpers; returns { results; }.
 {
   lib,
   pkgs,
@@ -29,6 +30,27 @@
     })
     .config;
 
+  # modules/package.nix with a buildRustPackage that returns its arguments, and a lib.fileset
+  # that returns what it is given (the real one needs builtins.readFileType, Nix 2.14, newer than
+  # the nix-instantiate check.sh runs): what it builds from.
+  package = import ../../modules/package.nix {
+    lib =
+      lib
+      // {
+        fileset = {
+          toSource = args: args;
+          unions = paths: paths;
+        };
+      };
+    rustPlatform.buildRustPackage = args: args;
+  };
+  workspace = (lib.importTOML ../../agent/Cargo.toml).workspace or {};
+  # The source's files and directories, relative to agent/, and each of them exists (as the real
+  # lib.fileset demands).
+  sourceRoot = toString package.src.root;
+  sourcePaths = map (p: lib.removePrefix "${sourceRoot}/" (toString p)) package.src.fileset;
+  sourceExists = lib.all builtins.pathExists package.src.fileset;
+
   provisioner = {
     services.tailjoin-provisioner = {
       enable = true;
@@ -43,6 +65,35 @@
   };
 in {
   results = [
+    (test "package.nix: one package from the Cargo workspace, named and versioned by its manifest"
+      (package.pname
+        == "tailjoin"
+        && package.version == workspace.package.version
+        && package.meta.description == workspace.package.description
+        && package.meta.license == lib.licenses.mit
+        && package.meta.mainProgram == "tailjoin"
+        && package.cargoLock.lockFile == ../../agent/Cargo.lock)
+      {inherit (package) pname version meta;})
+    (test "package.nix: the source is the workspace's manifest and lock and each member's Cargo.toml and src/ (all three crates), nothing else (no target/, fuzz/)"
+      (workspace.members
+        == ["tailjoin-common" "tailjoin" "tailjoin-provisioner"]
+        && sourceRoot == toString ../../agent
+        && sourcePaths
+        == [
+          "Cargo.toml"
+          "Cargo.lock"
+          "tailjoin-common/Cargo.toml"
+          "tailjoin-common/src"
+          "tailjoin/Cargo.toml"
+          "tailjoin/src"
+          "tailjoin-provisioner/Cargo.toml"
+          "tailjoin-provisioner/src"
+        ]
+        && sourceExists)
+      {
+        members = workspace.members or null;
+        inherit sourcePaths sourceExists;
+      })
     (test "flake: nixosModules.default has both services, our build as their package"
       (let
         c = eval [flake.nixosModules.default provisioner];

@@ -1,9 +1,10 @@
 # Evaluation tests for modules/provisioner/netboot.nix (services.tailjoin-provisioner.netboot):
 # the `netboot` section of the provisioner's JSON (taken from a NixOS netboot system or named
 # files), the firewall, the admin command, and every assertion. Imported by eval.nix with its
-# helpers; returns { results; configs; } (configs `tailjoin provision --check` must accept).
+# helpers; returns { results; configs; } (configs `tailjoin-provisioner --check` must accept).
 {
   lib,
+  pkgs,
   evalModulesWith,
   test,
   firesWith,
@@ -61,7 +62,7 @@
   jsonOf = c: builtins.fromJSON c.services.tailjoin-provisioner.configFile.text;
   nbOf = extra: (jsonOf (provWith extra)).netboot;
 
-  # Files that exist, for `tailjoin provision --check` (it may look at them).
+  # Files that exist, for `tailjoin-provisioner --check` (it may look at them).
   fixtureImage = {
     kernel = toString ./fixtures/fake-kernel;
     initrds = [(toString ./fixtures/fake-initrd)];
@@ -140,12 +141,18 @@
     (test "netboot: openFirewall opens the boot listener's port next to nothing else"
       ((provWith {netboot.openFirewall = true;}).networking.firewall.allowedTCPPorts == [8081])
       (provWith {netboot.openFirewall = true;}).networking.firewall.allowedTCPPorts)
-    (test "netboot: the admin command (pending/approve/revoke) is installed, bound to this config"
+    # The package's own bin/tailjoin-provisioner has the admin command's name: where both are in
+    # the system path (a user's environment.systemPackages holding the package), the command
+    # must win, as hiPrio (a lower meta.priority than the package's default 5) makes it.
+    (test "netboot: the admin command (pending/approve/revoke) is installed, runs the package's tailjoin-provisioner with this config, and wins over the package's binary"
       (let
         c = provWith {};
         cmd = lib.findFirst (p: (p.name or "") == "tailjoin-provisioner") null c.environment.systemPackages;
       in
-        cmd != null && lib.hasInfix "provision --config ${c.services.tailjoin-provisioner.configFile}" cmd.text)
+        cmd
+        != null
+        && lib.hasInfix "exec ${pkgs.tailjoin}/bin/tailjoin-provisioner --config ${c.services.tailjoin-provisioner.configFile} \"$@\"" cmd.text
+        && (cmd.meta.priority or 5) < (pkgs.tailjoin.meta.priority or 5))
       (map (p: p.name or "?") (provWith {}).environment.systemPackages))
     (test "assertion: netboot with nothing to boot says how to name a system"
       (firesWith (provWith {netboot.system = null;}) "netboot.system = inputs.tailjoin.nixosConfigurations.generic-fleet")

@@ -1,5 +1,5 @@
 # Evaluation tests for modules/provisioner.nix (services.tailjoin-provisioner): the JSON config
-# `tailjoin provision` reads, the unit, the firewall, the package default, every assertion and
+# `tailjoin-provisioner` reads, the unit, the firewall, the package default, every assertion and
 # the store-leak check. Imported by eval.nix with its helpers; returns
 # { results; configs; badConfigs; } (configs the provisioner must accept, and reject with exit 2).
 {
@@ -393,12 +393,12 @@
         && named "extraSettings" "settings"
         && (prov legacy).services.tailjoin-provisioner.keyExpiry == 600)
       (prov (builtins.removeAttrs plain ["settings"] // {keyExpiry = 600;})).warnings)
-    (test "provisioner config is validated at build time with tailjoin provision --check"
+    (test "provisioner config is validated at build time with tailjoin-provisioner --check"
       (let
         f = (provWith {}).services.tailjoin-provisioner.configFile;
         raw = (provWith {validateConfig = false;}).services.tailjoin-provisioner.configFile;
       in
-        lib.hasInfix "tailjoin provision --config ${raw} --check" f.script
+        lib.hasInfix "tailjoin-provisioner --config ${raw} --check" f.script
         && lib.hasInfix "cp ${raw} \"$out\"" f.script
         && f.nativeBuildInputs == [pkgs.tailjoin])
       null)
@@ -412,7 +412,7 @@
         s.serviceConfig
         == hardening
         // {
-          ExecStart = "${pkgs.tailjoin}/bin/tailjoin provision --config ${c.services.tailjoin-provisioner.configFile}";
+          ExecStart = "${pkgs.tailjoin}/bin/tailjoin-provisioner --config ${c.services.tailjoin-provisioner.configFile}";
           LoadCredential = [
             "tls-key:/run/agenix/prov-tls-key"
             "headscale-api-key:/run/agenix/headscale-api-key"
@@ -553,7 +553,7 @@
       (firesWith (provWith {listen = "0.0.0.0:70000";}) "port from 1 to 65535")
       null)
     # The settings' values are the provisioner's to check: badConfigs, which check.sh runs through
-    # `tailjoin provision --check`. The typed options still refuse bad values here.
+    # `tailjoin-provisioner --check`. The typed options still refuse bad values here.
     (test "provisioner types reject bad values"
       (throws (provWith {listen = "8443";}).services.tailjoin-provisioner.listen
         && throws (provWith {allowPlainHttp = "yes";}).services.tailjoin-provisioner.allowPlainHttp

@@ -886,7 +886,7 @@ in {
       // health.configs
       // examples.configs
       // template.configs;
-    # JSON configs for `tailjoin provision --check` to accept, and ones it must reject (exit 2,
+    # JSON configs for `tailjoin-provisioner --check` to accept, and ones it must reject (exit 2,
     # naming the field).
     provisionerConfigs = provisioner.configs // examples.provisionerConfigs // netboot.configs // template.provisionerConfigs;
     badProvisionerConfigs = provisioner.badConfigs;

@@ -1,6 +1,6 @@
 # Zero-touch netboot in NixOS VMs, in the manner of nixpkgs' nixos/tests/boot.nix netboot tests:
 # a diskless client with no key boots from the network (its NIC's iPXE ROM, no disk image, no
-# -kernel), is handed its boot by `tailjoin provision` on the `provisioner` node (dnsmasq there
+# -kernel), is handed its boot by `tailjoin-provisioner` on the `provisioner` node (dnsmasq there
 # chains iPXE to /v1/boot.ipxe; the answer carries tailjoin.key_url= and a fresh one-time boot
 # token), mints a key through the provisioner and joins headscale. Then it reboots and joins
 # again with a new token, and an unapproved client is refused until approved.

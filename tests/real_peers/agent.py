@@ -17,9 +17,24 @@ from pathlib import Path
 from peers import PeerError, Tailscaled, log_tail
 
 BIN_ENV = "TAILJOIN_BIN"
+PROVISIONER_BIN_ENV = "TAILJOIN_PROVISIONER_BIN"
 
 # Paths and texts the leak check searches: agent logs, state dirs, `tailjoin status` outputs.
 LEAK_EVIDENCE: dict[str, list] = {"files": [], "dirs": [], "texts": []}
+
+
+def provisioner_bin() -> str:
+    """The provisioner, `tailjoin-provisioner`: $TAILJOIN_PROVISIONER_BIN, else the binary beside
+    $TAILJOIN_BIN (one cargo build of agent/ makes both)."""
+    value = os.environ.get(PROVISIONER_BIN_ENV, "").strip()
+    if not value:
+        value = str(Path(agent_bin()).with_name("tailjoin-provisioner"))
+    if not os.access(value, os.X_OK):
+        raise PeerError(
+            f"no tailjoin-provisioner at {value}: build the workspace (cd agent && cargo build --release) "
+            f"or set ${PROVISIONER_BIN_ENV}"
+        )
+    return value
 
 
 def agent_bin() -> str:

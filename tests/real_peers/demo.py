@@ -136,7 +136,7 @@ def show_health(receiver: Receiver, health_port: int) -> None:
 
 def netboot_fleet(work: Path, hs: peers.Headscale, fleet: list) -> int:
     """Part two: a netbooted machine gets a freshly minted key from the provisioner."""
-    say("a netboot fleet: `tailjoin provision` holds headscale's API key and mints a key per machine")
+    say("a netboot fleet: `tailjoin-provisioner` holds headscale's API key and mints a key per machine")
     token = "fake-demo-boot-token-" + os.urandom(8).hex()
     creds = credentials_dir(work / "prov-creds", headscale_api_key=hs.api_key(),
                             boot_tokens=f"{token} demo-netboot\n")

@@ -1,5 +1,5 @@
 """Helpers for the minting and provisioner tests: a systemd-like credentials directory, the
-real `tailjoin provision` process, a kernel command line file, and a stand-in for Tailscale's
+real `tailjoin-provisioner` process, a kernel command line file, and a stand-in for Tailscale's
 public API (the only fake here: Tailscale's SaaS cannot run on loopback; it mints the keys it
 hands out with the real headscale, so the agent still joins a real control server)."""
 
@@ -17,7 +17,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from agent import LEAK_EVIDENCE, agent_bin
+from agent import LEAK_EVIDENCE, agent_bin, provisioner_bin
 from keyserver import make_ca_and_server_cert
 from leaks import remember
 from peers import PeerError, free_port, log_tail
@@ -50,7 +50,7 @@ def kernel_cmdline(path: Path, **params: str) -> Path:
 
 
 class Provisioner:
-    """One `tailjoin provision` process with HTTPS from a throwaway CA."""
+    """One `tailjoin-provisioner` process with HTTPS from a throwaway CA."""
 
     def __init__(self, workdir: Path, config: dict, creds: Path):
         self.workdir = Path(workdir)
@@ -91,7 +91,7 @@ class Provisioner:
         env["CREDENTIALS_DIRECTORY"] = str(self.creds)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [agent_bin(), "provision", f"--config={self.config_path}"],
+            [provisioner_bin(), f"--config={self.config_path}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()

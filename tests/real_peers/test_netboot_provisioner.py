@@ -3,7 +3,7 @@ client playing iPXE (or pixiecore) asks for its boot script, downloads the kerne
 and the real agent joins with the kernel command line the script carries. The one-time token is
 bound to the MAC, spent with the key, refused on replay, after expiry, for another MAC and once
 revoked, and it stays spent across a restart. Unknown MACs wait on the pending list until
-`tailjoin provision approve`."""
+`tailjoin-provisioner approve`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import Agent, agent_bin
+from agent import Agent, agent_bin, provisioner_bin
 from leaks import remember
 from peers import free_port
 from provisioner import Provisioner, credentials_dir
@@ -130,7 +130,7 @@ def issue(prov, mac: str) -> dict:
 
 def cli(prov, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
-    return subprocess.run([agent_bin(), "provision", f"--config={prov.config_path}", *args],
+    return subprocess.run([provisioner_bin(), f"--config={prov.config_path}", *args],
                           capture_output=True, text=True, timeout=30, env=env)
 
 
@@ -174,7 +174,7 @@ def test_ipxe_boot_enrolment_files_and_the_real_agent_joining_once(
         refusal = ipxe(prov, mac)
         lines = refusal.splitlines()
         assert lines[1].startswith("echo tailjoin: ") and mac in lines[1], refusal
-        assert f"tailjoin provision approve {mac}" in lines[1]
+        assert f"tailjoin-provisioner approve {mac}" in lines[1]
         # retry_secs 30, doubling per attempt, each spread over 75-125 % (jitter).
         assert 22 <= sleep_secs(refusal) <= 38, refusal
         assert lines[-1] == f"chain {prov.nb_url}/v1/boot.ipxe?mac={mac}&attempt=1"
@@ -296,7 +296,7 @@ def test_pixiecore_api_expiry_revocation_and_refusals(headscale, boot_files, tmp
         issued_at = time.monotonic()
         # Any answer but 200 makes pixiecore ignore the machine: an unknown MAC gets 403 and waits.
         status, _, body = nb_get(prov, f"/v1/boot/{UNKNOWN_MAC}")
-        assert status == 403 and b"tailjoin provision approve" in body and b"boot_token" not in body
+        assert status == 403 and b"tailjoin-provisioner approve" in body and b"boot_token" not in body
         assert pending_macs(prov) == [UNKNOWN_MAC]
         assert nb_get(prov, "/v1/boot/not-a-mac")[0] == 403
 
@@ -310,7 +310,7 @@ def test_pixiecore_api_expiry_revocation_and_refusals(headscale, boot_files, tmp
         assert r.returncode == 0 and "revoked" in r.stdout, r.stdout
         status, body = post_key(prov, revoked, [UNKNOWN_MAC])
         assert status == 403 and "revoked" in body, body
-        assert ipxe(prov, UNKNOWN_MAC).count("tailjoin provision approve") == 1
+        assert ipxe(prov, UNKNOWN_MAC).count("tailjoin-provisioner approve") == 1
 
         # The token expires unspent after token_ttl_secs (30 s), and is then refused.
         deadline = issued_at + 31
@@ -378,20 +378,20 @@ def test_netboot_config_errors_name_the_field(tmp_path, boot_files):
     ]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(base))
-    ok = subprocess.run([agent_bin(), "provision", f"--config={path}", "--check"], capture_output=True, text=True)
+    ok = subprocess.run([provisioner_bin(), f"--config={path}", "--check"], capture_output=True, text=True)
     assert ok.returncode == 0 and "netboot: boot scripts on http://127.0.0.1:3" in ok.stdout, ok.stderr
     for change, want in cases:
         doc = json.loads(json.dumps(base))
         doc["netboot"].update(change)
         path.write_text(json.dumps(doc))
-        r = subprocess.run([agent_bin(), "provision", f"--config={path}", "--check"],
+        r = subprocess.run([provisioner_bin(), f"--config={path}", "--check"],
                            capture_output=True, text=True)
         assert r.returncode == 2 and want in r.stderr, (change, r.stderr)
     doc = json.loads(json.dumps(base))
     doc["netboot"]["require_approval"] = False
     doc["allow"] = {"boot_tokens": {"credential": "boot-tokens"}}
     path.write_text(json.dumps(doc))
-    r = subprocess.run([agent_bin(), "provision", f"--config={path}", "--check"], capture_output=True, text=True)
+    r = subprocess.run([provisioner_bin(), f"--config={path}", "--check"], capture_output=True, text=True)
     assert r.returncode == 2 and "netboot.require_approval" in r.stderr, r.stderr
 
 

@@ -1,4 +1,4 @@
-"""The provisioner (`tailjoin provision`) on real headscale: netbooting machines whose kernel
+"""The provisioner (`tailjoin-provisioner`) on real headscale: netbooting machines whose kernel
 command line carries the provisioner's URL and a one-time boot token get distinct freshly minted
 single-use keys; unlisted machines, reused or unknown tokens are refused; requests are rate
 limited and audited; the key and the tokens appear in no log."""
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from agent import Agent, agent_bin
+from agent import Agent, agent_bin, provisioner_bin
 from provisioner import Provisioner, credentials_dir, kernel_cmdline, owner_only
 from test_minting import MINTED
 
@@ -189,7 +189,7 @@ def test_bad_provisioner_configs_are_refused_with_the_field_named(tmp_path, chan
             base[k] = v
     cfg = tmp_path / "p.json"
     cfg.write_text(json.dumps(base))
-    r = subprocess.run([agent_bin(), "provision", f"--config={cfg}", "--check"], capture_output=True, text=True)
+    r = subprocess.run([provisioner_bin(), f"--config={cfg}", "--check"], capture_output=True, text=True)
     assert r.returncode == 2, r
     assert field in r.stderr and str(cfg) in r.stderr, r.stderr
     assert "panicked" not in r.stderr

@@ -20,7 +20,7 @@ from agent import Agent
 from receiver import Receiver
 from test_agent_scenarios import KEYS, assert_joined, issue_key, key_file
 
-KEY_REJECTED_EXIT = 3  # agent/src/error.rs exit::KEY_REJECTED, as in test_5 and test_6
+KEY_REJECTED_EXIT = 3  # agent/tailjoin-common/src/error.rs exit::KEY_REJECTED, as in test_5 and test_6
 
 
 def wait_until(pred, timeout: float, what: str):

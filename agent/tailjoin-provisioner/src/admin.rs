@@ -1,0 +1,116 @@
+//! `tailjoin-provisioner --config FILE pending|approve MAC|revoke MAC`: the admin's side of
+//! enrolment. It reads the configuration for the state directory and edits only the approved
+//! list; the running server re-reads that list on every boot request.
+
+use super::enrol::{self, PendingMac};
+use crate::cli::ProvisionAction;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::SystemTime;
+use tailjoin_common::error::exit;
+use tailjoin_common::time::rfc3339;
+
+pub fn main(config_path: &Path, action: &ProvisionAction) -> u8 {
+    let settings = match super::load(config_path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tailjoin-provisioner: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let Some(nb) = settings.netboot.as_ref() else {
+        eprintln!(
+            "tailjoin-provisioner: {} has no netboot section, so there is no enrolment to manage; add \"netboot\" to the configuration",
+            config_path.display()
+        );
+        return exit::CONFIG;
+    };
+    let dir = &settings.state_dir;
+    let result = match action {
+        ProvisionAction::Pending { json } => list_pending(dir, *json),
+        ProvisionAction::Approve { mac } => enrol::parse_admin_mac(mac).and_then(|mac| {
+            let new = enrol::approve(dir, &mac, &rfc3339(SystemTime::now()))?;
+            println!(
+                "{mac}: {}; it boots unattended from its next boot request{}",
+                if new { "approved" } else { "approved already" },
+                if nb.require_approval {
+                    ""
+                } else {
+                    " (netboot.require_approval is false: approval matters only where allow.macs is set)"
+                }
+            );
+            Ok(())
+        }),
+        ProvisionAction::Revoke { mac } => enrol::parse_admin_mac(mac).and_then(|mac| {
+            let was = enrol::revoke(dir, &mac)?;
+            let listed = settings
+                .allow
+                .macs
+                .as_ref()
+                .is_some_and(|m| m.contains(&mac));
+            println!(
+                "{mac}: {}{}",
+                if was {
+                    "approval revoked; its unspent boot tokens are refused from now on"
+                } else {
+                    "was not approved"
+                },
+                if listed {
+                    "; note: it is also in allow.macs in the configuration, remove it there too"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("tailjoin-provisioner: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+/// Pending MACs that are not approved (an approved MAC stays on the server's list until its
+/// next boot request).
+fn waiting(dir: &Path) -> Result<BTreeMap<String, PendingMac>, String> {
+    let approved = enrol::approved(dir)?;
+    let mut p = enrol::pending(dir)?;
+    p.retain(|mac, _| !approved.contains_key(mac));
+    Ok(p)
+}
+
+fn list_pending(dir: &Path, json: bool) -> Result<(), String> {
+    let p = waiting(dir)?;
+    if json {
+        let list: Vec<serde_json::Value> = p
+            .iter()
+            .map(|(mac, e)| {
+                serde_json::json!({
+                    "mac": mac, "first_seen": e.first_seen, "last_seen": e.last_seen,
+                    "count": e.count, "client": e.client,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "pending": list }));
+        return Ok(());
+    }
+    if p.is_empty() {
+        println!("no machine is waiting for approval");
+        return Ok(());
+    }
+    println!(
+        "{:<17}  {:<24}  {:<24}  {:>6}  CLIENT",
+        "MAC", "FIRST SEEN", "LAST SEEN", "COUNT"
+    );
+    for (mac, e) in &p {
+        println!(
+            "{mac:<17}  {:<24}  {:<24}  {:>6}  {}",
+            e.first_seen, e.last_seen, e.count, e.client
+        );
+    }
+    println!("approve one with: tailjoin-provisioner --config FILE approve MAC");
+    Ok(())
+}

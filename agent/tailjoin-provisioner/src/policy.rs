@@ -1,0 +1,193 @@
+//! Who gets a key: the pure checks of a request against the allowlists. Boot tokens are checked
+//! by [`super::tokens`], which holds state; this module only says whether one is needed.
+
+use super::config::AllowRules;
+use std::net::IpAddr;
+
+/// What a booting machine sends (the agent's POST body), defined once for both programs.
+pub use tailjoin_common::wire::KeyRequest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Network {
+        client: IpAddr,
+    },
+    Mac,
+    TokenMissing,
+    TokenUnknown,
+    TokenUsed {
+        label: String,
+    },
+    TokenInFlight {
+        label: String,
+    },
+    /// A netboot-issued token whose time ran out.
+    TokenExpired {
+        label: String,
+    },
+    /// A netboot-issued token replaced by a newer one for the same MAC (or its MAC was revoked).
+    TokenRevoked {
+        label: String,
+    },
+    /// A netboot-issued token presented by a machine that does not report the MAC it was issued for.
+    TokenOtherMac {
+        label: String,
+    },
+}
+
+impl Refusal {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Refusal::TokenMissing => 401,
+            Refusal::TokenInFlight { .. } => 409,
+            _ => 403,
+        }
+    }
+
+    /// Short machine-readable reason, for the audit log and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Network { .. } => "network_not_allowed",
+            Refusal::Mac => "mac_not_allowed",
+            Refusal::TokenMissing => "boot_token_missing",
+            Refusal::TokenUnknown => "boot_token_unknown",
+            Refusal::TokenUsed { .. } => "boot_token_used",
+            Refusal::TokenInFlight { .. } => "boot_token_in_use",
+            Refusal::TokenExpired { .. } => "boot_token_expired",
+            Refusal::TokenRevoked { .. } => "boot_token_revoked",
+            Refusal::TokenOtherMac { .. } => "boot_token_other_mac",
+        }
+    }
+
+    /// What the machine is told (and the log says). Never the token.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Network { client } => {
+                format!("refused: the client address {client} is in none of allow.networks")
+            }
+            Refusal::Mac => "refused: none of the machine's MAC addresses is in allow.macs".into(),
+            Refusal::TokenMissing => {
+                "refused: a boot token is required (Authorization: Bearer TOKEN; tailjoin.boot_token= on the kernel command line)".into()
+            }
+            Refusal::TokenUnknown => "refused: the boot token is not one this provisioner issued".into(),
+            Refusal::TokenUsed { label } => {
+                format!("refused: the boot token ({label}) was used already; boot tokens work once")
+            }
+            Refusal::TokenInFlight { label } => {
+                format!("refused: the boot token ({label}) is being used by another request right now")
+            }
+            Refusal::TokenExpired { label } => {
+                format!("refused: the boot token ({label}) has expired; reboot the machine to get a fresh one")
+            }
+            Refusal::TokenRevoked { label } => {
+                format!("refused: the boot token ({label}) was revoked (a newer boot of the machine was issued one, or its MAC was revoked)")
+            }
+            Refusal::TokenOtherMac { label } => {
+                format!("refused: the boot token ({label}) is bound to a MAC address this machine does not report")
+            }
+        }
+    }
+}
+
+/// For a netboot-issued token: the network list still applies; the MAC check was made when the
+/// token was issued, and the token's own MAC binding is checked by [`super::boot_issue`].
+pub fn check_network(rules: &AllowRules, client: IpAddr) -> Result<Vec<&'static str>, Refusal> {
+    match &rules.networks {
+        Some(nets) if !nets.iter().any(|n| n.contains(client)) => Err(Refusal::Network { client }),
+        Some(_) => Ok(vec!["network", "netboot_token"]),
+        None => Ok(vec!["netboot_token"]),
+    }
+}
+
+/// Checks the lists that need no state. Returns which checks matched (for the audit line).
+pub fn check_lists(
+    rules: &AllowRules,
+    client: IpAddr,
+    req: &KeyRequest,
+    token_present: bool,
+) -> Result<Vec<&'static str>, Refusal> {
+    let mut matched = Vec::new();
+    if let Some(nets) = &rules.networks {
+        if !nets.iter().any(|n| n.contains(client)) {
+            return Err(Refusal::Network { client });
+        }
+        matched.push("network");
+    }
+    if let Some(macs) = &rules.macs {
+        if !req.macs().iter().any(|m| macs.contains(m)) {
+            return Err(Refusal::Mac);
+        }
+        matched.push("mac");
+    }
+    if rules.tokens_required {
+        if !token_present {
+            return Err(Refusal::TokenMissing);
+        }
+        matched.push("boot_token");
+    }
+    Ok(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cidr;
+
+    fn req(macs: &[&str]) -> KeyRequest {
+        KeyRequest {
+            hostname: "node\x07-1".into(),
+            mac_addresses: macs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_configured_list_must_match() {
+        let rules = AllowRules {
+            macs: Some(vec!["52:54:00:00:00:01".into()]),
+            networks: Some(vec![Cidr::parse("10.0.0.0/24").unwrap()]),
+            tokens_required: true,
+        };
+        let inside: IpAddr = "10.0.0.9".parse().unwrap();
+        let outside: IpAddr = "10.9.0.9".parse().unwrap();
+        let good = req(&["02:00:00:00:00:09", "52:54:00:00:00:01"]);
+        assert_eq!(
+            check_lists(&rules, inside, &good, true),
+            Ok(vec!["network", "mac", "boot_token"])
+        );
+        assert_eq!(
+            check_lists(&rules, outside, &good, true),
+            Err(Refusal::Network { client: outside })
+        );
+        assert_eq!(
+            check_lists(&rules, inside, &req(&["52:54:00:00:00:02"]), true),
+            Err(Refusal::Mac)
+        );
+        assert_eq!(
+            check_lists(&rules, inside, &good, false),
+            Err(Refusal::TokenMissing)
+        );
+    }
+
+    #[test]
+    fn macs_are_compared_normalised() {
+        let rules = AllowRules {
+            macs: Some(vec!["52:54:00:00:00:0a".into()]),
+            ..Default::default()
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(check_lists(&rules, ip, &req(&["52-54-00-00-00-0A"]), false).is_ok());
+        assert!(check_lists(&rules, ip, &req(&[]), false).is_err());
+    }
+
+    #[test]
+    fn refusals_map_to_statuses_and_never_name_the_token() {
+        assert_eq!(Refusal::TokenMissing.http_status(), 401);
+        assert_eq!(Refusal::Mac.http_status(), 403);
+        let r = Refusal::TokenUsed {
+            label: "rack1-node3".into(),
+        };
+        assert!(r.message().contains("rack1-node3") && r.message().contains("once"));
+        assert_eq!(req(&[]).hostname_for_log(), "node-1");
+    }
+}
