@@ -78,7 +78,13 @@ fn run_without_a_key_source_is_a_config_error_not_a_crash() {
 fn the_old_provision_subcommand_points_at_the_provisioners_own_program() {
     for args in [
         &["provision", "--config", "/etc/p.json"][..],
-        &["provision", "--config", "/etc/p.json", "approve", "52:54:00:12:34:56"][..],
+        &[
+            "provision",
+            "--config",
+            "/etc/p.json",
+            "approve",
+            "52:54:00:12:34:56",
+        ][..],
     ] {
         let out = tailjoin(args);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
