@@ -23,6 +23,7 @@ pub mod range;
 pub mod rate;
 mod server;
 pub mod tokens;
+pub mod tpm;
 
 use config::{Settings, TlsSettings};
 use hyper_util::rt::{TokioIo, TokioTimer};

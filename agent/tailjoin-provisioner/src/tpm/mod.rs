@@ -1,0 +1,18 @@
+//! TPM 2.0 credential protection in software (TPM 2.0 Part 1 §24, TPM2_MakeCredential of Part 3):
+//! the provisioner wraps a fresh secret to a machine's endorsement key (EK) and attestation key
+//! (AK) so that only the TPM holding that EK's private part, with that AK loaded, can unwrap it
+//! (TPM2_ActivateCredential). The provisioner needs no TPM of its own.
+//!
+//! One concern per module, all pure (the randomness is passed in):
+//! - [`public`]: reading a TPM2B_PUBLIC (what `tpm2_readpublic -o`/`tpm2_createek -u` write) and
+//!   an object's Name;
+//! - [`kdf`]: KDFa, the TPM's counter-mode key derivation (Part 1 §11.4.10.2);
+//! - [`credential`]: MakeCredential itself, and the tpm2-tools file format of its output.
+//!
+//! Supported: RSA 2048 EKs with AES-128-CFB and SHA-256 (the TCG default EK template, what
+//! swtpm, firmware TPMs and discrete TPMs ship); AKs of any type with a SHA-256 name. An ECC EK is
+//! refused with a message that says so.
+
+pub mod credential;
+pub mod kdf;
+pub mod public;
