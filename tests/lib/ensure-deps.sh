@@ -2,12 +2,15 @@
 # Makes sure the tools the demo and the tests need are here, installing what is missing.
 # Source it: it exports PATH changes. Fails with the reason when something cannot be had.
 #
-#   Go >= 1.26.4    to build the pinned tailscale and headscale (tests/peers/build.sh);
-#                   fetched as a toolchain module from the Go module proxy when absent or old
+#   Go >= 1.26.4    to build the pinned tailscale and headscale (tests/peers/build.sh); when
+#                   absent or old, Debian's Go (bookworm-backports) fetches it with GOTOOLCHAIN
+#                   from the module proxy the machine's Go is configured for
 #   cargo (Rust)    to build the agent; edition 2024 needs Rust >= 1.85
 #   python3+pytest  the real-peer test runner (+ prometheus_client, a real metrics parser,
 #                   + jsonschema, which validates the pushed webhook bodies)
 #   openssl         makes the throwaway CA for the HTTPS key-source tests
+#   swtpm, tpm2-tools  a real TPM 2.0 (software) and its tools: the provisioner's software
+#                   MakeCredential is checked against TPM2_ActivateCredential in swtpm
 
 tj_die() { echo "tests/lib/ensure-deps.sh: $*" >&2; exit 1; }
 TJ_CACHE=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
@@ -23,29 +26,43 @@ tj_ensure_go() {
     have=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
   fi
   if [ -n "$have" ] && tj_version_ge "$have" 1.26.4; then return 0; fi
-  local dir=$TJ_CACHE/go/go$TJ_GO_VERSION
-  if [ ! -x "$dir/bin/go" ]; then
-    echo "installing Go $TJ_GO_VERSION into $dir (found: ${have:-none})" >&2
-    command -v curl >/dev/null 2>&1 || tj_apt curl
-    command -v unzip >/dev/null 2>&1 || tj_apt unzip
-    local arch
-    case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) tj_die "no Go toolchain for $(uname -m)" ;; esac
-    local tmp zip
-    tmp=$(mktemp -d)
-    zip=$tmp/go.zip
-    # The Go toolchain is published as a module on the Go module proxy (what GOTOOLCHAIN uses).
-    curl -fsSL -o "$zip" "${GOPROXY_URL:-https://proxy.golang.org}/golang.org/toolchain/@v/v0.0.1-go$TJ_GO_VERSION.linux-$arch.zip" \
-      || tj_die "cannot download Go $TJ_GO_VERSION from the Go module proxy"
-    unzip -q "$zip" -d "$tmp/x" || tj_die "cannot unpack the Go toolchain"
-    mkdir -p "$(dirname "$dir")"
-    rm -rf "$dir"
-    mv "$tmp/x/golang.org/toolchain@v0.0.1-go$TJ_GO_VERSION.linux-$arch" "$dir"
-    chmod -R u+w "$dir"
-    chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/* 2>/dev/null || true
-    rm -rf "$tmp"
+  # A Go that knows GOTOOLCHAIN (>= 1.21) bootstraps the pinned one: Debian's own (Debian 12 has
+  # it in bookworm-backports), or the one on PATH when it is new enough.
+  local bootstrap="" v
+  for v in 1.24 1.23 1.22 1.21; do
+    if [ -x "/usr/lib/go-$v/bin/go" ]; then bootstrap=/usr/lib/go-$v/bin/go; break; fi
+  done
+  if [ -z "$bootstrap" ] && [ -n "$have" ] && tj_version_ge "$have" 1.21; then bootstrap=$(command -v go); fi
+  if [ -z "$bootstrap" ]; then
+    echo "installing Debian's Go from bookworm-backports to fetch Go $TJ_GO_VERSION (found: ${have:-none})" >&2
+    tj_enable_backports
+    tj_apt -t bookworm-backports golang-1.23-go
+    bootstrap=/usr/lib/go-1.23/bin/go
+    [ -x "$bootstrap" ] || tj_die "golang-1.23-go installed no $bootstrap"
   fi
-  export PATH="$dir/bin:$PATH"
+  # Go's toolchain switch fetches the pinned release as a module from the proxy that this
+  # machine's Go is configured for (go env GOPROXY), and runs it; its GOROOT is in the module cache.
+  local goroot
+  goroot=$(GOTOOLCHAIN=go$TJ_GO_VERSION "$bootstrap" env GOROOT) && [ -x "$goroot/bin/go" ] \
+    || tj_die "cannot get Go $TJ_GO_VERSION through GOTOOLCHAIN from $("$bootstrap" env GOPROXY)"
+  export PATH="$goroot/bin:$PATH"
   export GOTOOLCHAIN=local
+}
+
+# Debian 12's backports suite, from the same mirror the machine's apt already uses.
+tj_enable_backports() {
+  apt-cache policy 2>/dev/null | grep -q 'bookworm-backports' && return 0
+  local uri=""
+  [ -f /etc/apt/sources.list.d/debian.sources ] \
+    && uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  [ -z "$uri" ] && [ -f /etc/apt/sources.list ] \
+    && uri=$(awk '$1 == "deb" && $3 ~ /^bookworm/ {print $2; exit}' /etc/apt/sources.list)
+  [ -n "$uri" ] || tj_die "cannot find the Debian mirror apt uses, to add bookworm-backports for Go"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" \
+    | $sudo tee /etc/apt/sources.list.d/tailjoin-backports.sources >/dev/null
+  tj_apt_updated=""
 }
 
 tj_apt_updated=""
@@ -94,9 +111,34 @@ tj_ensure_jsonschema() {
   python3 -c 'from jsonschema import Draft202012Validator' 2>/dev/null || tj_die "cannot install python3 jsonschema >= 4"
 }
 
+# The nixpkgs lib the Nix checks evaluate the modules with (tests/nix/check.sh): no registry
+# carries it, so it is a pinned commit of nix-community/nixpkgs.lib cloned into the cache. Where
+# it cannot be had (no route to the git host), check.sh says so loudly, and fails under CI=true.
+TJ_NIXPKGS_LIB_REPO=https://github.com/nix-community/nixpkgs.lib
+TJ_NIXPKGS_LIB_COMMIT=de42d44212d207476489bce163375d8306a26d59
+tj_ensure_nixpkgs_lib() {
+  local dir=$TJ_CACHE/nixpkgs-lib
+  [ -d "$dir/lib" ] && return 0
+  [ -n "${NIXPKGS_LIB:-}" ] && return 0
+  command -v git >/dev/null 2>&1 || tj_apt git
+  echo "fetching nixpkgs.lib $TJ_NIXPKGS_LIB_COMMIT into $dir" >&2
+  local tmp=$dir.partial
+  rm -rf "$tmp"
+  if timeout 300 git clone --quiet --filter=blob:none "$TJ_NIXPKGS_LIB_REPO" "$tmp" 2>/dev/null \
+    && git -C "$tmp" checkout --quiet "$TJ_NIXPKGS_LIB_COMMIT" 2>/dev/null; then
+    mv "$tmp" "$dir"
+  else
+    rm -rf "$tmp"
+    echo "tests/lib/ensure-deps.sh: cannot clone $TJ_NIXPKGS_LIB_REPO at $TJ_NIXPKGS_LIB_COMMIT; the Nix module evaluation will say so" >&2
+  fi
+}
+
 tj_ensure_go
 tj_ensure_rust
 tj_ensure_python
 tj_ensure_prometheus_parser
 tj_ensure_jsonschema
 command -v openssl >/dev/null 2>&1 || tj_apt openssl
+tj_ensure_nixpkgs_lib
+command -v swtpm >/dev/null 2>&1 && command -v swtpm_setup >/dev/null 2>&1 || tj_apt swtpm swtpm-tools
+command -v tpm2_activatecredential >/dev/null 2>&1 || tj_apt tpm2-tools
