@@ -43,8 +43,9 @@ fn short(hex: &str) -> &str {
     hex.get(..8).unwrap_or(hex)
 }
 
-/// Spent and revoked tokens are remembered this long after they would have expired, so a replay
-/// is told "used" rather than "unknown"; either way it is refused.
+/// Every token is remembered this long after it expired (issued ones too, and across restarts:
+/// the store keeps them), so a late or replayed request is told truthfully "expired", "used" or
+/// "revoked" rather than "unknown"; either way it is refused.
 pub const RETENTION_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Default)]
@@ -212,12 +213,11 @@ impl IssuedTokens {
         }
     }
 
-    /// Forgets entries long past their expiry (issued ones at expiry: they can never be used).
+    /// Forgets entries [`RETENTION_SECS`] past their expiry; a reserved one is in use.
     pub fn prune(&mut self, now: u64) {
         self.entries.retain(|_, e| match e.state {
-            TokenState::Issued => e.expires_at > now,
             TokenState::Reserved => true,
-            TokenState::Spent | TokenState::Revoked => {
+            TokenState::Issued | TokenState::Spent | TokenState::Revoked => {
                 e.expires_at.saturating_add(RETENTION_SECS) > now
             }
         });
@@ -289,10 +289,18 @@ mod tests {
             Err(Refusal::TokenExpired { .. })
         ));
         assert_eq!(t.outstanding(1029), 1);
-        t.prune(1030);
-        assert!(!t.contains(&h), "an expired issued token is forgotten");
+        assert_eq!(t.outstanding(1030), 0);
+        // Still known as expired (not "unknown") for the retention time, then forgotten.
+        t.prune(1030 + RETENTION_SECS - 1);
+        assert!(matches!(
+            t.reserve(&h, &macs(&[MAC]), 1030 + RETENTION_SECS - 1),
+            Err(Refusal::TokenExpired { .. })
+        ));
+        t.prune(1030 + RETENTION_SECS);
+        assert!(!t.contains(&h), "a token long expired is forgotten");
         assert_eq!(
-            t.reserve(&h, &macs(&[MAC]), 1031).unwrap_err(),
+            t.reserve(&h, &macs(&[MAC]), 1031 + RETENTION_SECS)
+                .unwrap_err(),
             Refusal::TokenUnknown
         );
     }
@@ -337,7 +345,11 @@ mod tests {
         ));
         assert!(again.reserve(&live, &macs(&[MAC]), 1002).is_ok());
         assert!(again.reserve(&busy, &macs(&[OTHER]), 1002).is_ok());
-        assert!(again.reserve(&old, &macs(&[OTHER]), 1002).is_err());
+        // Expired before the restart, and said so after it.
+        assert!(matches!(
+            again.reserve(&old, &macs(&[OTHER]), 1002),
+            Err(Refusal::TokenExpired { .. })
+        ));
         let later = IssuedTokens::from_entries(again.entries(), 1000 + 300 + RETENTION_SECS);
         assert_eq!(later.entries().len(), 0);
     }

@@ -69,7 +69,7 @@ impl Refusal {
             Refusal::TokenMissing => {
                 "refused: a boot token is required (Authorization: Bearer TOKEN; tailjoin.boot_token= on the kernel command line)".into()
             }
-            Refusal::TokenUnknown => "refused: the boot token is not one this provisioner issued".into(),
+            Refusal::TokenUnknown => "refused: the boot token is not one this provisioner knows: never issued here (another provisioner's, or mistyped), or expired more than a day ago and forgotten; a netbooted machine gets a fresh one at its next boot".into(),
             Refusal::TokenUsed { label } => {
                 format!("refused: the boot token ({label}) was used already; boot tokens work once")
             }
