@@ -64,15 +64,11 @@ fn unsafe_for_scripts(s: &str) -> Option<&'static str> {
 }
 
 fn absolute(field: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
-    if p.is_absolute() {
-        Ok(p)
-    } else {
-        Err(invalid(
-            field,
-            format!("{} is not an absolute path", p.display()),
-            "use an absolute path (e.g. a /nix/store path of the netboot image)",
-        ))
-    }
+    tailjoin_common::config::fields::require_absolute(
+        field,
+        p,
+        "use an absolute path (e.g. a /nix/store path of the netboot image)",
+    )
 }
 
 impl RawNetboot {

@@ -83,14 +83,22 @@ pub fn absolute_path(
     value: Option<PathBuf>,
     default: &str,
 ) -> Result<PathBuf, ConfigError> {
-    let p = value.unwrap_or_else(|| PathBuf::from(default));
+    require_absolute(
+        field,
+        value.unwrap_or_else(|| PathBuf::from(default)),
+        "use an absolute path",
+    )
+}
+
+/// `p` when it is absolute; else the error naming `field`, with `fix` as the advice.
+pub fn require_absolute(field: &str, p: PathBuf, fix: &str) -> Result<PathBuf, ConfigError> {
     if p.is_absolute() {
         Ok(p)
     } else {
         Err(invalid(
             field,
             format!("{} is not an absolute path", p.display()),
-            "use an absolute path",
+            fix,
         ))
     }
 }
