@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+import procs
 from peers import PeerError, Tailscaled, log_tail
 
 BIN_ENV = "TAILJOIN_BIN"
@@ -86,15 +86,19 @@ class Agent:
         LEAK_EVIDENCE["dirs"].append(self.state_dir)
 
     def start(self) -> "Agent":
+        if self.running:
+            raise PeerError(f"the agent is already running (pid {self.proc.pid})")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
         env.update(self.env)
         log = open(self.log_path, "ab")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )
-        log.close()
+        try:
+            self.proc = procs.spawn(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
         return self
 
     @property
@@ -146,12 +150,5 @@ class Agent:
         return r.returncode, r.stdout
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """SIGTERM, up to 10 s to exit, then SIGKILL. Safe to call again, or on an agent that exited."""
+        procs.stop(self.proc)

@@ -2,6 +2,12 @@
 
 Requires $TAILJOIN_PEERS_BIN (see peers.peers_bin); a missing value fails the
 test with instructions instead of skipping it.
+
+Tests stop what they start: every process (headscale, tailscaled, the agent, the provisioner)
+and every in-process server comes from a fixture here (or a context manager a fixture or a
+`with` holds) whose teardown stops it, whatever the test did. procs.py checks it: a process that
+outlives its test fails that test at teardown, and test_zz_no_process_left.py (plus the
+session-finish hook below, for runs of a few files) fails the run if any did.
 """
 
 from __future__ import annotations
@@ -14,7 +20,54 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
+import procs  # noqa: E402
+from agent import Agent  # noqa: E402
 from leaks import ArgvWatcher  # noqa: E402
+from provisioner import Provisioner  # noqa: E402
+from receiver import Receiver  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    procs.SUBREAPER = procs.become_subreaper()
+    procs.BASELINE.update(procs.descendants())
+
+
+@pytest.hookimpl(trylast=True)  # after the runner's own sessionfinish tore down session fixtures
+def pytest_sessionfinish(session, exitstatus):
+    """The backstop of test_zz_no_process_left.py, for runs that leave it out: any process the
+    session left behind, and not reported yet, fails the run with its pid and command line."""
+    left = procs.unreported()
+    if not left:
+        return
+    text = procs.report(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "processes left behind", red=True, bold=True)
+        reporter.write_line(text)
+    else:
+        print(text, file=sys.stderr)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _stops_what_it_starts(request):
+    """Set up before (so torn down after) every other fixture of the test: a process under pytest
+    that was not there when the test began and is still alive once its teardown is over was left
+    behind. It is recorded for the final check, ended, and fails this test."""
+    before = set(procs.descendants())
+    yield
+    left = procs.new_since(before)
+    if not left:
+        return
+    procs.LEFT_BEHIND.extend(procs.Leftover(p, request.node.nodeid) for p in left)
+    still = procs.end(left)
+    pytest.fail(
+        f"{len(left)} process(es) outlived this test (ended now; start them through the fixtures in conftest.py):\n"
+        + "\n".join(f"  pid {p.pid}: {p.cmdline}" for p in left)
+        + (f"\nstill alive after SIGKILL: {[p.pid for p in still]}" if still else ""),
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,5 +112,48 @@ def tailscaled_factory(peers_bin, tmp_path):
         return ts
 
     yield make
-    for ts in reversed(made):
-        ts.stop()
+    procs.stop_all(made)
+
+
+@pytest.fixture
+def agent_factory(tailscaled_factory):
+    """make(workdir, tailscaled, login_server, start=True, **kw) -> Agent (agent.Agent's
+    arguments); every agent made is stopped at teardown, before the tailscaleds."""
+    made: list[Agent] = []
+
+    def make(*args, start: bool = True, **kw) -> Agent:
+        a = Agent(*args, **kw)
+        made.append(a)
+        return a.start() if start else a
+
+    yield make
+    procs.stop_all(made)
+
+
+@pytest.fixture
+def provisioner_factory():
+    """make(workdir, config, creds, start=True) -> Provisioner; every provisioner made is stopped at
+    teardown (a test may stop and start one again meanwhile)."""
+    made: list[Provisioner] = []
+
+    def make(workdir: Path, config: dict, creds: Path, start: bool = True) -> Provisioner:
+        prov = Provisioner(workdir, config, creds)
+        made.append(prov)
+        return prov.start() if start else prov
+
+    yield make
+    procs.stop_all(made)
+
+
+@pytest.fixture
+def receiver_factory():
+    """make(workdir, port=None, tls=False, start=True) -> Receiver; all are stopped at teardown."""
+    made: list[Receiver] = []
+
+    def make(*args, start: bool = True, **kw) -> Receiver:
+        rx = Receiver(*args, **kw)
+        made.append(rx)
+        return rx.start() if start else rx
+
+    yield make
+    procs.stop_all(made)

@@ -22,7 +22,7 @@ def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:
     d.mkdir(parents=True, exist_ok=True)
 
     def run(*args: str):
-        r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True)
+        r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise PeerError(f"openssl {' '.join(args)} failed: {r.stderr}")
 
@@ -96,3 +96,4 @@ class KeyServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+        self._thread.join(timeout=10)

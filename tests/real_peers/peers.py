@@ -9,14 +9,12 @@ tests/peers/build.sh prints on its last line.
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import json
 import os
 import queue
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -25,6 +23,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
+
+import procs
 
 BIN_ENV = "TAILJOIN_PEERS_BIN"
 
@@ -103,19 +103,6 @@ def _wait(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
         time.sleep(interval)
 
 
-_LIVE: "set[_Process]" = set()
-
-
-@atexit.register
-def _stop_leftovers():
-    """Safety net: never leave daemons behind when the interpreter exits."""
-    for p in list(_LIVE):
-        try:
-            p.stop(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
-
-
 class _Process:
     """A child process whose stdout+stderr go to a log file (appended)."""
 
@@ -133,7 +120,7 @@ class _Process:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(
+            self.proc = procs.spawn(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -142,7 +129,6 @@ class _Process:
                 cwd=str(cwd) if cwd else None,
                 start_new_session=True,
             )
-        _LIVE.add(self)
 
     @property
     def running(self) -> bool:
@@ -161,20 +147,8 @@ class _Process:
 
     def stop(self, timeout: float = 10.0):
         """SIGTERM, wait, then SIGKILL. Safe to call repeatedly."""
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        procs.stop(self.proc, timeout=timeout)
         self.proc = None
-        _LIVE.discard(self)
 
     def kill(self):
         """SIGKILL at once (simulates a crash)."""
@@ -184,8 +158,8 @@ class _Process:
         if p.poll() is None:
             p.kill()
             p.wait(timeout=10)
+        procs.stop(p)  # forgets it
         self.proc = None
-        _LIVE.discard(self)
 
 
 # --------------------------------------------------------------------------- headscale

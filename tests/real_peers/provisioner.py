@@ -17,6 +17,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import procs
 from agent import LEAK_EVIDENCE, agent_bin, provisioner_bin
 from keyserver import make_ca_and_server_cert
 from leaks import remember
@@ -86,27 +87,35 @@ class Provisioner:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self, timeout: float = 15.0) -> "Provisioner":
+    def start(self, timeout: float = 60.0) -> "Provisioner":
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
         env["CREDENTIALS_DIRECTORY"] = str(self.creds)
+        if self.proc is not None and self.proc.poll() is None:
+            raise PeerError(f"the provisioner is already running (pid {self.proc.pid})")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [provisioner_bin(), f"--config={self.config_path}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        log.close()
+        try:
+            self.proc = procs.spawn(
+                [provisioner_bin(), f"--config={self.config_path}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        finally:
+            log.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise PeerError(f"the provisioner exited with {self.proc.returncode}:\n{log_tail(self.log_path)}")
-            try:
-                status, _, _ = self.request("GET", "/healthz")
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise PeerError(f"the provisioner did not answer /healthz in {timeout}s:\n{log_tail(self.log_path)}")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise PeerError(f"the provisioner exited with {self.proc.returncode}:\n{log_tail(self.log_path)}")
+                try:
+                    status, _, _ = self.request("GET", "/healthz")
+                    if status == 200:
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            raise PeerError(f"the provisioner did not answer /healthz in {timeout}s:\n{log_tail(self.log_path)}")
+        except BaseException:
+            self.stop()  # not left running when it never became ready (or the wait was interrupted)
+            raise
 
     def request(self, method: str, path: str = "/v1/key", body: dict | None = None,
                 token: str | None = None) -> tuple[int, dict[str, str], str]:
@@ -124,13 +133,8 @@ class Provisioner:
             return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """SIGTERM, up to 10 s to exit, then SIGKILL. Safe to call again, or before start()."""
+        procs.stop(self.proc)
 
 
 class FakeTailscaleAPI:
@@ -206,3 +210,4 @@ class FakeTailscaleAPI:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+        self._thread.join(timeout=10)

@@ -246,6 +246,8 @@ class Receiver:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     def __enter__(self):
         return self.start()

@@ -11,6 +11,7 @@ The last test searches everything the scenarios produced for the keys they used.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import subprocess
@@ -70,22 +71,18 @@ def _watch_argv(argv_watcher, request):
 
 
 @pytest.fixture
-def agents(tmp_path, headscale):
+def agents(tmp_path, headscale, agent_factory):
     """make(ts, key=None, key_path=None, args=[]) -> started Agent; all stopped at teardown."""
-    made: list[Agent] = []
+    numbers = itertools.count()
 
     def make(ts: peers.Tailscaled, key: str | None = None, key_path: Path | None = None,
              args: list[str] | None = None, start: bool = True) -> Agent:
-        workdir = tmp_path / f"agent-{ts.name}-{len(made)}"
+        workdir = tmp_path / f"agent-{ts.name}-{next(numbers)}"
         if key is not None:
             key_path = key_file(workdir, key)
-        a = Agent(workdir, ts, headscale.url, key_file=key_path, args=args)
-        made.append(a)
-        return a.start() if start else a
+        return agent_factory(workdir, ts, headscale.url, key_file=key_path, args=args, start=start)
 
-    yield make
-    for a in made:
-        a.stop()
+    return make
 
 
 # ------------------------------------------------------------------------------ scenarios
@@ -322,19 +319,19 @@ def test_group_readable_key_file_is_refused_before_any_join(headscale, tailscale
 def test_check_config_names_the_bad_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"auth_key": {"file": "/run/k"}, "retry": {"max_attempts": 0}}))
-    r = subprocess.run([agent_bin(), "check-config", str(bad)], capture_output=True, text=True)
+    r = subprocess.run([agent_bin(), "check-config", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert f"config {bad}: retry.max_attempts: 0 is out of range" in r.stderr, r.stderr
 
     typo = tmp_path / "typo.json"
     typo.write_text('{"auth_key": {"file": "/run/k"}, "prefs": {"acept_dns": true}}')
-    r = subprocess.run([agent_bin(), "check-config", str(typo)], capture_output=True, text=True)
+    r = subprocess.run([agent_bin(), "check-config", str(typo)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "prefs" in r.stderr and "unknown field `acept_dns`" in r.stderr, r.stderr
 
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"auth_key": {"credential": "ts-key"}, "login_server": "http://127.0.0.1:1"}))
-    r = subprocess.run([agent_bin(), "check-config", str(good)], capture_output=True, text=True)
+    r = subprocess.run([agent_bin(), "check-config", str(good)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 

@@ -48,28 +48,23 @@ def sigterm_exit_seconds(agent: Agent) -> float:
     return time.monotonic() - t0
 
 
-def test_a_fifo_key_file_is_refused_at_once_and_sigterm_ends_the_agent(headscale, tailscaled_factory, tmp_path):
+def test_a_fifo_key_file_is_refused_at_once_and_sigterm_ends_the_agent(headscale, tailscaled_factory, agent_factory,
+                                                                        tmp_path):
     ts = tailscaled_factory("fifo-key")
-    a = Agent(tmp_path / "agent", ts, headscale.url, key_file=fifo(tmp_path / "keys" / "authkey")).start()
-    try:
-        log = wait_log(a, "FIFO", 60)
-        assert "not a regular file" in log, log[-2000:]
-        assert sigterm_exit_seconds(a) < 5
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url, key_file=fifo(tmp_path / "keys" / "authkey"))
+    log = wait_log(a, "FIFO", 60)
+    assert "not a regular file" in log, log[-2000:]
+    assert sigterm_exit_seconds(a) < 5
 
 
-def test_a_fifo_credential_is_refused_at_once(headscale, tailscaled_factory, tmp_path):
+def test_a_fifo_credential_is_refused_at_once(headscale, tailscaled_factory, agent_factory, tmp_path):
     ts = tailscaled_factory("fifo-cred")
     creds = tmp_path / "creds"
     fifo(creds / "ts-key")
-    a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=ts-key"],
-              env={"CREDENTIALS_DIRECTORY": str(creds)}).start()
-    try:
-        wait_log(a, "FIFO", 60)
-        assert sigterm_exit_seconds(a) < 5
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=ts-key"],
+                      env={"CREDENTIALS_DIRECTORY": str(creds)})
+    wait_log(a, "FIFO", 60)
+    assert sigterm_exit_seconds(a) < 5
 
 
 def test_a_fifo_config_is_refused_by_check_config_and_run(tmp_path):
@@ -82,7 +77,7 @@ def test_a_fifo_config_is_refused_by_check_config_and_run(tmp_path):
         assert "FIFO" in r.stderr and str(cfg) in r.stderr, r.stderr
 
 
-def test_spaces_around_the_key_are_trimmed_and_it_joins(headscale, tailscaled_factory, tmp_path):
+def test_spaces_around_the_key_are_trimmed_and_it_joins(headscale, tailscaled_factory, agent_factory, tmp_path):
     ts = tailscaled_factory("spaced")
     key = issue_key(headscale)
     path = tmp_path / "k" / "authkey"
@@ -90,12 +85,9 @@ def test_spaces_around_the_key_are_trimmed_and_it_joins(headscale, tailscaled_fa
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"  {key}  \n")
-    a = Agent(tmp_path / "agent", ts, headscale.url, key_file=path).start()
-    try:
-        a.wait_state("running", timeout=60)
-        assert_joined(headscale, ts)
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url, key_file=path)
+    a.wait_state("running", timeout=60)
+    assert_joined(headscale, ts)
 
 
 def status(state_dir: Path, sock: Path) -> tuple[int, str, float]:
@@ -129,8 +121,10 @@ def test_status_answers_within_seconds_when_tailscaled_hangs(headscale, tailscal
         assert code != 0 and "not responding" in out, out
     finally:
         stop.set()
-        t.join()
+        t.join(timeout=10)
         srv.close()
+        for c in held:
+            c.close()
 
     # A real tailscaled, stopped with SIGSTOP.
     ts = tailscaled_factory("stopped")
@@ -163,14 +157,11 @@ def test_status_does_not_vouch_for_a_dead_agent(headscale, tailscaled_factory, a
     assert doc["agent"]["state"] == "running", doc
 
 
-def test_a_fifo_ca_bundle_is_refused_at_once(headscale, tailscaled_factory, tmp_path):
+def test_a_fifo_ca_bundle_is_refused_at_once(headscale, tailscaled_factory, agent_factory, tmp_path):
     ts = tailscaled_factory("fifo-ca")
     ca = fifo(tmp_path / "ca" / "lab-ca.pem")
-    a = Agent(tmp_path / "agent", ts, headscale.url,
-              args=["--auth-key-url=https://127.0.0.1:9/key", f"--auth-key-ca-file={ca}"]).start()
-    try:
-        log = wait_log(a, "FIFO", 60)
-        assert "CA bundle" in log, log[-2000:]
-        assert sigterm_exit_seconds(a) < 5
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url,
+                      args=["--auth-key-url=https://127.0.0.1:9/key", f"--auth-key-ca-file={ca}"])
+    log = wait_log(a, "FIFO", 60)
+    assert "CA bundle" in log, log[-2000:]
+    assert sigterm_exit_seconds(a) < 5

@@ -10,7 +10,6 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent import Agent
 from peers import free_port
 from test_agent_scenarios import issue_key, key_file
 
@@ -42,14 +41,14 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
-def test_healthz_and_metrics_follow_the_join(headscale, tailscaled_factory, tmp_path):
+def test_healthz_and_metrics_follow_the_join(headscale, tailscaled_factory, agent_factory, tmp_path):
     port = free_port()
     ts = tailscaled_factory("healthpull", start=False)
     key = issue_key(headscale)
     prom = tmp_path / "textfile" / "tailjoin.prom"
     prom.parent.mkdir()
-    agent = Agent(tmp_path / "agent", ts, headscale.url, key_file=key_file(tmp_path, key),
-                  args=[f"--health-listen=127.0.0.1:{port}", f"--health-textfile={prom}"]).start()
+    agent = agent_factory(tmp_path / "agent", ts, headscale.url, key_file=key_file(tmp_path, key),
+                          args=[f"--health-listen=127.0.0.1:{port}", f"--health-textfile={prom}"])
     base = f"http://127.0.0.1:{port}"
 
     # tailscaled is not there yet: not healthy, and the reason says what the agent waits for.
@@ -79,7 +78,8 @@ def test_healthz_and_metrics_follow_the_join(headscale, tailscaled_factory, tmp_
     assert get(f"{base}/nowhere")[0] == 404
 
 
-def test_failures_are_counted_by_kind_and_a_busy_port_does_not_stop_joining(headscale, tailscaled_factory, tmp_path):
+def test_failures_are_counted_by_kind_and_a_busy_port_does_not_stop_joining(
+        headscale, tailscaled_factory, agent_factory, tmp_path):
     import socket
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
@@ -87,8 +87,8 @@ def test_failures_are_counted_by_kind_and_a_busy_port_does_not_stop_joining(head
     busy = blocker.getsockname()[1]
     ts = tailscaled_factory("healthbad")
     bogus = "hskey-auth-fakeFAKEfake-" + "0" * 40
-    agent = Agent(tmp_path / "agent", ts, headscale.url, key_file=key_file(tmp_path, bogus),
-                  args=[f"--health-listen=127.0.0.1:{busy}", f"--health-textfile={tmp_path / 'm.prom'}"]).start()
+    agent = agent_factory(tmp_path / "agent", ts, headscale.url, key_file=key_file(tmp_path, bogus),
+                          args=[f"--health-listen=127.0.0.1:{busy}", f"--health-textfile={tmp_path / 'm.prom'}"])
     try:
         assert agent.wait_exit(timeout=60) == 3
         assert f"health listener on 127.0.0.1:{busy} cannot start" in agent.log()

@@ -11,6 +11,7 @@ reach agent logs, argv, status files, metrics or the bodies the agent sent.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -267,16 +268,13 @@ def check_running_report(b: dict, hs: peers.Headscale, ts: peers.Tailscaled, sta
 
 
 @pytest.fixture
-def push_setup(headscale, tailscaled_factory, tmp_path):
+def push_setup(headscale, tailscaled_factory, agent_factory, receiver_factory, tmp_path):
     """start(name, health, key=..., args=[], env={}) -> (Tailscaled, Agent, key); receiver(...) ->
-    Receiver. Agents and receivers are stopped at teardown."""
-    agents: list[Agent] = []
-    receivers: list[Receiver] = []
+    Receiver (not started). Agents and receivers are stopped at teardown."""
+    numbers = itertools.count()
 
     def receiver(**kw) -> Receiver:
-        rx = Receiver(tmp_path / f"receiver-{len(receivers)}", **kw)
-        receivers.append(rx)
-        return rx
+        return receiver_factory(tmp_path / f"receiver-{next(numbers)}", start=False, **kw)
 
     def start(name: str, health: dict, key: str | None = None, args: list[str] | None = None,
               env: dict[str, str] | None = None) -> tuple[peers.Tailscaled, Agent, str]:
@@ -287,18 +285,13 @@ def push_setup(headscale, tailscaled_factory, tmp_path):
         config = workdir / "tailjoin.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps({"health": health}, indent=1))
-        a = Agent(workdir, ts, headscale.url, key_file=key_file(workdir / "key", key),
-                  args=[f"--config={config}", *(args or [])], env=env)
-        agents.append(a)
+        a = agent_factory(workdir, ts, headscale.url, key_file=key_file(workdir / "key", key),
+                          args=[f"--config={config}", *(args or [])], env=env, start=False)
         a.start_wall = time.time()
         a.start()
         return ts, a, key
 
-    yield start, receiver
-    for a in agents:
-        a.stop()
-    for rx in receivers:
-        rx.stop()
+    return start, receiver
 
 
 # ------------------------------------------------------------------------------ webhook

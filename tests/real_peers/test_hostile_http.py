@@ -20,7 +20,7 @@ import pytest
 import peers
 from agent import Agent
 from hostile import ENDLESS, SILENT, SMALL, TRICKLE, Behaviour, HostileServer, peak_rss_kib
-from provisioner import Provisioner, credentials_dir, kernel_cmdline
+from provisioner import credentials_dir, kernel_cmdline
 from test_agent_scenarios import issue_key, key_file
 from test_health_push import secret_file, wait_log
 
@@ -32,14 +32,21 @@ SIGTERM_BOUND = 5.0  # seconds from SIGTERM to exit
 FAST_RETRY = {"initial_delay_ms": 100, "max_delay_ms": 300, "max_attempts": 1000}
 
 
-def start_agent(tmp_path: Path, ts: peers.Tailscaled, headscale, doc: dict, args: list[str] | None = None,
-                env: dict[str, str] | None = None, key: str | None = None) -> Agent:
-    workdir = tmp_path / f"agent-{ts.name}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg = workdir / "config.json"
-    cfg.write_text(json.dumps(doc, indent=1))
-    return Agent(workdir, ts, headscale.url, args=[f"--config={cfg}", *(args or [])], env=env,
-                 key_file=key_file(workdir / "key", key) if key else None).start()
+@pytest.fixture
+def start_agent(agent_factory, tmp_path, headscale):
+    """start(ts, doc, args=None, env=None, key=None) -> an agent run with config `doc`; all
+    stopped at teardown (a test that stops one itself, with stop_promptly, may fail halfway)."""
+
+    def start(ts: peers.Tailscaled, doc: dict, args: list[str] | None = None, env: dict[str, str] | None = None,
+              key: str | None = None) -> Agent:
+        workdir = tmp_path / f"agent-{ts.name}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg = workdir / "config.json"
+        cfg.write_text(json.dumps(doc, indent=1))
+        return agent_factory(workdir, ts, headscale.url, args=[f"--config={cfg}", *(args or [])], env=env,
+                             key_file=key_file(workdir / "key", key) if key else None)
+
+    return start
 
 
 def stop_promptly(proc, what: str, log_path: Path, bound: float = SIGTERM_BOUND) -> float:
@@ -82,10 +89,10 @@ def wait_running_retries(agent: Agent, srv: HostileServer, n: int, prefix: str =
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length-4GiB", "chunked-endless"])
-def test_hostile_key_server_500_with_an_endless_body(headscale, tailscaled_factory, tmp_path, chunked):
+def test_hostile_key_server_500_with_an_endless_body(headscale, tailscaled_factory, start_agent, tmp_path, chunked):
     with HostileServer(Behaviour(ENDLESS, 500, chunked=chunked)) as srv:
         ts = tailscaled_factory("hostile500" + ("c" if chunked else "l"))
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"http": {"url": srv.url(), "allow_plain_http": True}}, "retry": FAST_RETRY})
 
         wait_running_retries(agent, srv, 4)
@@ -100,10 +107,11 @@ def test_hostile_key_server_500_with_an_endless_body(headscale, tailscaled_facto
     assert max(len(line) for line in agent.log().splitlines()) < 1500
 
 
-def test_hostile_key_server_200_with_an_endless_body_is_refused_at_the_cap(headscale, tailscaled_factory, tmp_path):
+def test_hostile_key_server_200_with_an_endless_body_is_refused_at_the_cap(headscale, tailscaled_factory, start_agent,
+                                                                           tmp_path):
     with HostileServer(Behaviour(ENDLESS, 200, chunked=True)) as srv:
         ts = tailscaled_factory("hostile200")
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"http": {"url": srv.url(), "allow_plain_http": True}}, "retry": FAST_RETRY})
         code = agent.wait_exit(timeout=60)
         assert code == 4, peers.log_tail(agent.log_path, 30)
@@ -112,21 +120,21 @@ def test_hostile_key_server_200_with_an_endless_body_is_refused_at_the_cap(heads
         assert "larger than 16384 bytes" in agent.status_file()["error"]["message"]
 
 
-def test_silent_key_server_does_not_delay_sigterm(headscale, tailscaled_factory, tmp_path):
+def test_silent_key_server_does_not_delay_sigterm(headscale, tailscaled_factory, start_agent, tmp_path):
     with HostileServer(Behaviour(SILENT)) as srv:
         ts = tailscaled_factory("silent")
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"http": {"url": srv.url(), "allow_plain_http": True, "timeout_secs": 120}},
             "retry": FAST_RETRY})
         srv.wait_requests(1, timeout=60)
         stop_promptly(agent.proc, "the agent waiting for an answer", agent.log_path)
 
 
-def test_trickling_key_server_hits_the_overall_deadline(headscale, tailscaled_factory, tmp_path):
+def test_trickling_key_server_hits_the_overall_deadline(headscale, tailscaled_factory, start_agent, tmp_path):
     # Announced within the cap, so that only time can stop it.
     with HostileServer(Behaviour(TRICKLE, 200, announced=1000)) as srv:
         ts = tailscaled_factory("trickle")
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"http": {"url": srv.url(), "allow_plain_http": True, "timeout_secs": 120}},
             "retry": {**FAST_RETRY, "key_fetch_deadline_secs": 4}})
         (first,) = srv.wait_requests(1, timeout=60)
@@ -141,10 +149,10 @@ def test_trickling_key_server_hits_the_overall_deadline(headscale, tailscaled_fa
 
 
 def test_silent_key_server_hits_the_overall_deadline_named_on_the_command_line(headscale, tailscaled_factory,
-                                                                               tmp_path):
+                                                                               start_agent, tmp_path):
     with HostileServer(Behaviour(SILENT)) as srv:
         ts = tailscaled_factory("silentdl")
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"http": {"url": srv.url(), "allow_plain_http": True, "timeout_secs": 120}},
             "retry": FAST_RETRY}, args=["--key-fetch-deadline=3"])
         (first,) = srv.wait_requests(1, timeout=60)
@@ -157,12 +165,12 @@ def test_silent_key_server_hits_the_overall_deadline_named_on_the_command_line(h
 # -------------------------------------------------------------------- kernel command line
 
 
-def test_hostile_provisioner_on_the_kernel_command_line(headscale, tailscaled_factory, tmp_path):
+def test_hostile_provisioner_on_the_kernel_command_line(headscale, tailscaled_factory, start_agent, tmp_path):
     with HostileServer(Behaviour(ENDLESS, 500)) as srv:
         ts = tailscaled_factory("hostilecmd")
         cmdline = kernel_cmdline(tmp_path / "cmdline", key_url=srv.url("/v1/key"),
                                  boot_token="fake-boot-token-hostile-0123")
-        agent = start_agent(tmp_path, ts, headscale, {
+        agent = start_agent(ts, {
             "auth_key": {"kernel_cmdline": {"path": str(cmdline), "allow_plain_http": True}},
             "retry": FAST_RETRY})
 
@@ -185,12 +193,12 @@ def mint_doc(srv: HostileServer) -> dict:
             "advertise_tags": ["tag:netboot"], "retry": FAST_RETRY}
 
 
-def test_hostile_headscale_api_500_with_an_endless_body(headscale, tailscaled_factory, tmp_path):
+def test_hostile_headscale_api_500_with_an_endless_body(headscale, tailscaled_factory, start_agent, tmp_path):
     """A hostile server posing as headscale's API (no real headscale misbehaves on purpose)."""
     creds = credentials_dir(tmp_path / "creds", headscale_api_key="hskey-api-fakeHOSTILEfake-" + "y" * 40)
     with HostileServer(Behaviour(ENDLESS, 500, chunked=True)) as srv:
         ts = tailscaled_factory("hostilemint")
-        agent = start_agent(tmp_path, ts, headscale, mint_doc(srv), env={"CREDENTIALS_DIRECTORY": str(creds)})
+        agent = start_agent(ts, mint_doc(srv), env={"CREDENTIALS_DIRECTORY": str(creds)})
         wait_running_retries(agent, srv, 4, prefix="/api/v1/preauthkey")
         assert_small(agent.proc.pid, "the agent")
         assert_bounded(srv)
@@ -199,12 +207,12 @@ def test_hostile_headscale_api_500_with_an_endless_body(headscale, tailscaled_fa
 
 
 def test_hostile_headscale_api_200_with_an_endless_body_is_refused_at_the_cap(headscale, tailscaled_factory,
-                                                                              tmp_path):
+                                                                              start_agent, tmp_path):
     """A hostile server posing as headscale's API."""
     creds = credentials_dir(tmp_path / "creds", headscale_api_key="hskey-api-fakeHOSTILEfake-" + "z" * 40)
     with HostileServer(Behaviour(ENDLESS, 200, announced=5 << 30)) as srv:
         ts = tailscaled_factory("hostilemint2")
-        agent = start_agent(tmp_path, ts, headscale, mint_doc(srv), env={"CREDENTIALS_DIRECTORY": str(creds)})
+        agent = start_agent(ts, mint_doc(srv), env={"CREDENTIALS_DIRECTORY": str(creds)})
         assert agent.wait_exit(timeout=60) == 4, peers.log_tail(agent.log_path, 30)
         assert len(srv.requests) == 1
         assert_bounded(srv)
@@ -215,7 +223,8 @@ def test_hostile_headscale_api_200_with_an_endless_body_is_refused_at_the_cap(he
 # --------------------------------------------------------------------------- push reporters
 
 
-def test_hostile_push_endpoints_with_endless_answers_do_not_fill_the_agent(headscale, tailscaled_factory, tmp_path):
+def test_hostile_push_endpoints_with_endless_answers_do_not_fill_the_agent(headscale, tailscaled_factory, start_agent,
+                                                                          tmp_path):
     """The webhook answers 200 and the healthchecks endpoint 500, each with a body that never ends."""
     with HostileServer(Behaviour(ENDLESS, 200)) as srv:
         srv.plan("/hc", Behaviour(ENDLESS, 500, chunked=True))
@@ -224,7 +233,7 @@ def test_hostile_push_endpoints_with_endless_answers_do_not_fill_the_agent(heads
                   "webhook": {"url": {"file": str(secret_file(files / "hook", srv.url("/hook/fake-hook-token-1")))}},
                   "healthchecks": {"url": {"file": str(secret_file(files / "hc", srv.url("/hc/fake-hc-token-22")))}}}
         ts = tailscaled_factory("hostilepush")
-        agent = start_agent(tmp_path, ts, headscale, {"health": health}, key=issue_key(headscale))
+        agent = start_agent(ts, {"health": health}, key=issue_key(headscale))
         agent.wait_state("running", timeout=60)
         srv.wait_requests(6, timeout=60, prefix="/hook")
         srv.wait_requests(4, timeout=60, prefix="/hc")
@@ -237,13 +246,14 @@ def test_hostile_push_endpoints_with_endless_answers_do_not_fill_the_agent(heads
     assert "fake-hook-token-1" not in log and "fake-hc-token-22" not in log
 
 
-def test_webhook_that_never_answers_holds_the_exit_only_for_the_flush_bound(headscale, tailscaled_factory, tmp_path):
+def test_webhook_that_never_answers_holds_the_exit_only_for_the_flush_bound(headscale, tailscaled_factory, start_agent,
+                                                                            tmp_path):
     with HostileServer(Behaviour(SILENT)) as srv:
         hook = srv.url("/hook/fake-silent-hook-token-333")
         health = {"allow_plain_http": True,
                   "webhook": {"url": {"file": str(secret_file(tmp_path / "secrets" / "hook", hook))}}}
         ts = tailscaled_factory("silenthook")
-        agent = start_agent(tmp_path, ts, headscale, {"health": health}, key=issue_key(headscale))
+        agent = start_agent(ts, {"health": health}, key=issue_key(headscale))
         agent.wait_state("running", timeout=60)
         srv.wait_requests(1, timeout=30)
         took = stop_promptly(agent.proc, "the agent", agent.log_path, bound=6.0)
@@ -260,26 +270,23 @@ def test_webhook_that_never_answers_holds_the_exit_only_for_the_flush_bound(head
 
 @pytest.mark.parametrize("status, expect", [(500, "headscale answered HTTP 500: oops the server is sorry"),
                                             (200, "headscale's answer is larger than 1048576 bytes")])
-def test_provisioner_minting_from_a_hostile_headscale_api(tmp_path, status, expect):
+def test_provisioner_minting_from_a_hostile_headscale_api(provisioner_factory, tmp_path, status, expect):
     """A hostile server posing as headscale's API behind the real provisioner."""
     token = "fake-boot-token-provhostile-" + str(status) + "00000"
     creds = credentials_dir(tmp_path / "prov-creds", headscale_api_key="hskey-api-fakePROVfake-" + "q" * 40,
                             boot_tokens=f"{token} hostile\n")
     with HostileServer(Behaviour(ENDLESS, status, chunked=True)) as srv:
-        prov = Provisioner(tmp_path / "provisioner", {
+        prov = provisioner_factory(tmp_path / "provisioner", {
             "mint": {"headscale": {"url": srv.base, "allow_plain_http": True,
                                    "api_key": {"credential": "headscale-api-key"}}},
             "tags": ["tag:netboot"], "key_expiry_secs": 120,
             "allow": {"networks": ["127.0.0.0/8"], "boot_tokens": {"credential": "boot-tokens"}},
-        }, creds).start()
-        try:
-            for _ in range(3):
-                code, _, text = prov.request("POST", body={"hostname": "hostile"}, token=token)
-                assert code == 502 and expect in text, (code, text)
-            assert len(srv.under("/api/v1/preauthkey")) == 3
-            assert_small(prov.proc.pid, "the provisioner")
-            assert_bounded(srv)
-            assert expect in prov.log()
-            stop_promptly(prov.proc, "the provisioner", prov.log_path)
-        finally:
-            prov.stop()
+        }, creds)
+        for _ in range(3):
+            code, _, text = prov.request("POST", body={"hostname": "hostile"}, token=token)
+            assert code == 502 and expect in text, (code, text)
+        assert len(srv.under("/api/v1/preauthkey")) == 3
+        assert_small(prov.proc.pid, "the provisioner")
+        assert_bounded(srv)
+        assert expect in prov.log()
+        stop_promptly(prov.proc, "the provisioner", prov.log_path)

@@ -35,18 +35,24 @@ def owner_only(path: Path, text: str) -> Path:
     return path
 
 
-def start_agent(tmp_path, ts, headscale, http: dict) -> Agent:
-    cfg = write_config(tmp_path / f"config-{ts.name}.json", http)
-    return Agent(tmp_path / f"agent-{ts.name}", ts, headscale.url, args=[f"--config={cfg}"]).start()
+@pytest.fixture
+def start_agent(agent_factory, tmp_path, headscale):
+    """start(ts, http) -> an agent whose key source is auth_key.http = `http`; all stopped at teardown."""
+
+    def start(ts, http: dict) -> Agent:
+        cfg = write_config(tmp_path / f"config-{ts.name}.json", http)
+        return agent_factory(tmp_path / f"agent-{ts.name}", ts, headscale.url, args=[f"--config={cfg}"])
+
+    return start
 
 
-def test_get_over_https_with_a_private_ca_joins(headscale, tailscaled_factory, keyserver, tmp_path):
+def test_get_over_https_with_a_private_ca_joins(headscale, tailscaled_factory, keyserver, start_agent, tmp_path):
     key = headscale.preauth_key(headscale.user_id)
     USED_KEYS.append(key)
     keyserver.respond((200, key + "\n"))
     ts = tailscaled_factory("httpget")
 
-    agent = start_agent(tmp_path, ts, headscale, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
+    agent = start_agent(ts, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
 
     report = agent.wait_state("running", timeout=60)
     assert report["key_source"] == f"HTTP source {keyserver.url()}"
@@ -55,7 +61,8 @@ def test_get_over_https_with_a_private_ca_joins(headscale, tailscaled_factory, k
     assert headscale.wait_node_online("httpget")["online"]
 
 
-def test_post_sends_identity_and_bearer_token_and_reads_json(headscale, tailscaled_factory, keyserver, tmp_path):
+def test_post_sends_identity_and_bearer_token_and_reads_json(
+        headscale, tailscaled_factory, keyserver, start_agent, tmp_path):
     key = headscale.preauth_key(headscale.user_id)
     USED_KEYS.append(key)
     token = "fake-provisioner-token-123"
@@ -64,7 +71,7 @@ def test_post_sends_identity_and_bearer_token_and_reads_json(headscale, tailscal
     ts = tailscaled_factory("httppost")
     token_file = owner_only(tmp_path / "token", token)
 
-    agent = start_agent(tmp_path, ts, headscale, {
+    agent = start_agent(ts, {
         "url": keyserver.url("/v1/key?boot_token=fake-one-time-boot-token"),
         "method": "post", "response": "json", "ca_file": str(keyserver.ca),
         "bearer_token": {"file": str(token_file)},
@@ -86,11 +93,12 @@ def test_post_sends_identity_and_bearer_token_and_reads_json(headscale, tailscal
     "status, advice",
     [(401, "bearer token"), (403, "allowlist"), (404, "check auth_key.http.url")],
 )
-def test_refusals_fail_at_once_with_advice(headscale, tailscaled_factory, keyserver, tmp_path, status, advice):
+def test_refusals_fail_at_once_with_advice(
+        headscale, tailscaled_factory, keyserver, start_agent, tmp_path, status, advice):
     keyserver.respond((status, "no"))
     ts = tailscaled_factory(f"refused{status}")
 
-    agent = start_agent(tmp_path, ts, headscale, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
+    agent = start_agent(ts, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
 
     assert agent.wait_exit(timeout=30) == 4, agent.log()
     assert len(keyserver.requests) == 1, "a refusal must not be retried"
@@ -100,35 +108,37 @@ def test_refusals_fail_at_once_with_advice(headscale, tailscaled_factory, keyser
     assert ts.state() == "NeedsLogin"
 
 
-def test_server_errors_are_retried_with_backoff_then_join(headscale, tailscaled_factory, keyserver, tmp_path):
+def test_server_errors_are_retried_with_backoff_then_join(
+        headscale, tailscaled_factory, keyserver, start_agent, tmp_path):
     key = headscale.preauth_key(headscale.user_id)
     USED_KEYS.append(key)
     keyserver.respond((503, "warming up"), (500, "oops"), (200, key))
     ts = tailscaled_factory("flaky")
 
-    agent = start_agent(tmp_path, ts, headscale, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
+    agent = start_agent(ts, {"url": keyserver.url(), "ca_file": str(keyserver.ca)})
 
     agent.wait_state("running", timeout=60)
     assert len(keyserver.requests) == 3
     assert agent.log().count("retrying in") >= 2
 
 
-def test_an_untrusted_certificate_is_refused_with_advice(headscale, tailscaled_factory, keyserver, tmp_path):
+def test_an_untrusted_certificate_is_refused_with_advice(
+        headscale, tailscaled_factory, keyserver, start_agent, tmp_path):
     keyserver.respond((200, "fake-never-served"))
     ts = tailscaled_factory("untrusted")
 
-    agent = start_agent(tmp_path, ts, headscale, {"url": keyserver.url()})  # no ca_file
+    agent = start_agent(ts, {"url": keyserver.url()})  # no ca_file
 
     assert agent.wait_exit(timeout=30) == 4, agent.log()
     assert keyserver.requests == []
     assert "ca_file" in agent.status_file()["error"]["message"]
 
 
-def test_an_oversized_response_is_refused(headscale, tailscaled_factory, keyserver, tmp_path):
+def test_an_oversized_response_is_refused(headscale, tailscaled_factory, keyserver, start_agent, tmp_path):
     keyserver.respond((200, "x" * 5000))
     ts = tailscaled_factory("huge")
 
-    agent = start_agent(tmp_path, ts, headscale, {
+    agent = start_agent(ts, {
         "url": keyserver.url(), "ca_file": str(keyserver.ca), "max_response_bytes": 1024,
     })
 

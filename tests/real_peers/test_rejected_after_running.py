@@ -43,7 +43,7 @@ def delete_and_restart(hs: peers.Headscale, ts: peers.Tailscaled) -> dict:
     return old
 
 
-def start_agent(tmp_path: Path, hs: peers.Headscale, ts: peers.Tailscaled, key: str,
+def start_agent(agent_factory, tmp_path: Path, hs: peers.Headscale, ts: peers.Tailscaled, key: str,
                 health: dict | None = None, args: list[str] | None = None) -> Agent:
     workdir = tmp_path / f"agent-{ts.name}"
     extra = list(args or [])
@@ -52,7 +52,7 @@ def start_agent(tmp_path: Path, hs: peers.Headscale, ts: peers.Tailscaled, key: 
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps({"health": health}))
         extra.append(f"--config={config}")
-    return Agent(workdir, ts, hs.url, key_file=key_file(workdir / "key", key), args=extra).start()
+    return agent_factory(workdir, ts, hs.url, key_file=key_file(workdir / "key", key), args=extra)
 
 
 def secret_file(path: Path, value: str) -> Path:
@@ -68,53 +68,51 @@ def err_messages(bus: peers.BusWatcher) -> list[str]:
 
 
 def test_single_use_key_refused_after_running_is_a_failure_and_stops_the_retries(
-        headscale, tailscaled_factory, tmp_path):
+        headscale, tailscaled_factory, agent_factory, receiver_factory, tmp_path):
     key = issue_key(headscale)  # single-use
     ts = tailscaled_factory("refused")
-    rx = Receiver(tmp_path / "receiver").start()
-    try:
-        hook_path, _ = Receiver.secret_path("/hooks", "webhook")
-        url_file = secret_file(tmp_path / "secrets" / "webhook-url", rx.url(hook_path))
-        health = {"heartbeat_secs": 0, "allow_plain_http": True, "webhook": {"url": {"file": str(url_file)}}}
-        agent = start_agent(tmp_path, headscale, ts, key, health=health,
-                            args=["--retry-initial-delay-ms=500", "--retry-max-delay-ms=2000"])
-        agent.wait_state("running", timeout=90)
-        assert_joined(headscale, ts)
+    rx = receiver_factory(tmp_path / "receiver")
+    hook_path, _ = Receiver.secret_path("/hooks", "webhook")
+    url_file = secret_file(tmp_path / "secrets" / "webhook-url", rx.url(hook_path))
+    health = {"heartbeat_secs": 0, "allow_plain_http": True, "webhook": {"url": {"file": str(url_file)}}}
+    agent = start_agent(agent_factory, tmp_path, headscale, ts, key, health=health,
+                        args=["--retry-initial-delay-ms=500", "--retry-max-delay-ms=2000"])
+    agent.wait_state("running", timeout=90)
+    assert_joined(headscale, ts)
 
-        delete_and_restart(headscale, ts)
+    delete_and_restart(headscale, ts)
 
-        code = agent.wait_exit(timeout=180)
-        log = agent.log()
-        assert code == KEY_REJECTED_EXIT, log
-        report = agent.status_file()
-        assert report["state"] == "failed", report
-        assert report["error"]["kind"] == "key-rejected", report
-        assert "already used" in report["error"]["message"], report
-        # The cached-netmap Running after the re-submitted key is not a join.
-        assert report["joins"] == 1, report
-        rc, out = agent.status_command()
-        assert rc != 0, out
-        assert json.loads(out)["agent"]["state"] == "failed", out
-        assert headscale.node("refused") is None, headscale.nodes()
-        # The key was read and submitted once more after the refusal, then given up.
-        assert "rejected 2 time(s)" in log, log
-        assert "stop retrying the rejected key" in log, log
+    code = agent.wait_exit(timeout=180)
+    log = agent.log()
+    assert code == KEY_REJECTED_EXIT, log
+    report = agent.status_file()
+    assert report["state"] == "failed", report
+    assert report["error"]["kind"] == "key-rejected", report
+    assert "already used" in report["error"]["message"], report
+    # The cached-netmap Running after the re-submitted key is not a join.
+    assert report["joins"] == 1, report
+    rc, out = agent.status_command()
+    assert rc != 0, out
+    assert json.loads(out)["agent"]["state"] == "failed", out
+    assert headscale.node("refused") is None, headscale.nodes()
+    # The key was read and submitted once more after the refusal, then given up.
+    assert "rejected 2 time(s)" in log, log
+    assert "stop retrying the rejected key" in log, log
 
-        # The webhook was told: the last report is the failure, with the key-rejected kind.
-        def failed(reqs):
-            return any(json.loads(r.text).get("state") == "failed" for r in reqs if r.delivered)
-        reqs = rx.wait_for(failed, 30, "failed report", prefix="/hooks")
-        bodies = [json.loads(r.text) for r in reqs if r.delivered]
-        assert bodies[-1]["state"] == "failed", [b["state"] for b in bodies]
-        assert bodies[-1]["error"]["kind"] == "key-rejected", bodies[-1]
-        # The first refusal is a retry with the key read again, whether or not tailscaled's
-        # cached-netmap Running had been reported before it. (That retry's own Running, from the cached netmap again, lasts until the second
-        # refusal: tailscaled gives nothing earlier to tell it apart; see FINDINGS.md.)
-        states = [b["state"] for b in bodies]
-        first_refusal = next(i for i, b in enumerate(bodies) if (b.get("error") or {}).get("kind") == "key-rejected")
-        assert states[first_refusal] == "retrying", states
-    finally:
-        rx.stop()
+    # The webhook was told: the last report is the failure, with the key-rejected kind.
+    def failed(reqs):
+        return any(json.loads(r.text).get("state") == "failed" for r in reqs if r.delivered)
+    reqs = rx.wait_for(failed, 30, "failed report", prefix="/hooks")
+    bodies = [json.loads(r.text) for r in reqs if r.delivered]
+    assert bodies[-1]["state"] == "failed", [b["state"] for b in bodies]
+    assert bodies[-1]["error"]["kind"] == "key-rejected", bodies[-1]
+    # The first refusal is a retry with the key read again, whether or not tailscaled's
+    # cached-netmap Running had been reported before it. (That retry's own Running, from the cached netmap again, lasts until the second
+    # refusal: tailscaled gives nothing earlier to tell it apart; see FINDINGS.md.)
+    states = [b["state"] for b in bodies]
+    first_refusal = next(i for i, b in enumerate(bodies) if (b.get("error") or {}).get("kind") == "key-rejected")
+    assert states[first_refusal] == "retrying", states
+    rx.stop()
 
     # tailscaled no longer presents the dead key: WantRunning is off, the state leaves Running,
     # and no refusal comes over a window longer than tailscaled's retry interval (2-10 s at
@@ -129,10 +127,10 @@ def test_single_use_key_refused_after_running_is_a_failure_and_stops_the_retries
     assert headscale.node("refused") is None
 
 
-def test_reusable_key_rejoins_after_the_node_was_deleted(headscale, tailscaled_factory, tmp_path):
+def test_reusable_key_rejoins_after_the_node_was_deleted(headscale, tailscaled_factory, agent_factory, tmp_path):
     key = issue_key(headscale, reusable=True)
     ts = tailscaled_factory("redeleted")
-    agent = start_agent(tmp_path, headscale, ts, key, args=["--retry-max-delay-ms=2000"])
+    agent = start_agent(agent_factory, tmp_path, headscale, ts, key, args=["--retry-max-delay-ms=2000"])
     agent.wait_state("running", timeout=90)
     old = delete_and_restart(headscale, ts)
 
@@ -151,10 +149,10 @@ def test_reusable_key_rejoins_after_the_node_was_deleted(headscale, tailscaled_f
     assert rc == 0, out
 
 
-def test_reusable_key_rejoins_after_the_node_expired(headscale, tailscaled_factory, tmp_path):
+def test_reusable_key_rejoins_after_the_node_expired(headscale, tailscaled_factory, agent_factory, tmp_path):
     key = issue_key(headscale, reusable=True)
     ts = tailscaled_factory("reexpired")
-    agent = start_agent(tmp_path, headscale, ts, key, args=["--retry-max-delay-ms=2000"])
+    agent = start_agent(agent_factory, tmp_path, headscale, ts, key, args=["--retry-max-delay-ms=2000"])
     agent.wait_state("running", timeout=90)
     node = headscale.node("reexpired")
     headscale.expire_node(node["id"])

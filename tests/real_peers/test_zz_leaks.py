@@ -19,7 +19,7 @@ import test_health_push
 import test_http_key_source
 import test_minting
 import test_provisioner
-from agent import LEAK_EVIDENCE, Agent
+from agent import LEAK_EVIDENCE
 from leaks import SECRETS, remember
 from provisioner import credentials_dir
 from receiver import BODIES_FILE
@@ -27,29 +27,23 @@ from receiver import BODIES_FILE
 SOURCES_RUN: list[str] = []
 
 
-def test_credential_source_joins(headscale, tailscaled_factory, tmp_path):
+def test_credential_source_joins(headscale, tailscaled_factory, agent_factory, tmp_path):
     key = headscale.preauth_key(headscale.user_id)
     creds = credentials_dir(tmp_path / "creds", tailscale_auth_key=key)
     ts = tailscaled_factory("credsrc")
-    a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=tailscale-auth-key"],
-              env={"CREDENTIALS_DIRECTORY": str(creds)}).start()
-    try:
-        assert a.wait_state("running", timeout=60)["key_source"] == "systemd credential tailscale-auth-key"
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url, args=["--auth-key-credential=tailscale-auth-key"],
+                      env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert a.wait_state("running", timeout=60)["key_source"] == "systemd credential tailscale-auth-key"
     SOURCES_RUN.append("credential")
 
 
-def test_env_source_joins(headscale, tailscaled_factory, tmp_path):
+def test_env_source_joins(headscale, tailscaled_factory, agent_factory, tmp_path):
     key = headscale.preauth_key(headscale.user_id)
     remember(key)
     ts = tailscaled_factory("envsrc")
-    a = Agent(tmp_path / "agent", ts, headscale.url, args=["--auth-key-env=TS_AUTH_KEY"],
-              env={"TS_AUTH_KEY": key}).start()
-    try:
-        assert a.wait_state("running", timeout=60)["key_source"] == "environment variable TS_AUTH_KEY"
-    finally:
-        a.stop()
+    a = agent_factory(tmp_path / "agent", ts, headscale.url, args=["--auth-key-env=TS_AUTH_KEY"],
+                      env={"TS_AUTH_KEY": key})
+    assert a.wait_state("running", timeout=60)["key_source"] == "environment variable TS_AUTH_KEY"
     SOURCES_RUN.append("env")
 
 
