@@ -8,6 +8,7 @@ pub mod error;
 pub mod fs_read;
 pub mod fs_write;
 pub mod http_client;
+pub mod key_seal;
 pub mod logging;
 pub mod mint;
 pub mod redact;

@@ -7,12 +7,19 @@
 //! - [`public`]: reading a TPM2B_PUBLIC (what `tpm2_readpublic -o`/`tpm2_createek -u` write) and
 //!   an object's Name;
 //! - [`kdf`]: KDFa, the TPM's counter-mode key derivation (Part 1 §11.4.10.2);
-//! - [`credential`]: MakeCredential itself, and the tpm2-tools file format of its output.
+//! - [`credential`]: MakeCredential itself, and the tpm2-tools file format of its output;
+//! - [`challenge`]: the provisioner's half of a TPM-proven request (open a challenge, check the
+//!   proof once); the machine's half, and the sealing of the key, are
+//!   [`tailjoin_common::key_seal`]'s.
+//!
+//! Not yet wired into `/v1/key`, and the agent does not yet speak it: both are the next steps of
+//! the hardware-rooted join.
 //!
 //! Supported: RSA 2048 EKs with AES-128-CFB and SHA-256 (the TCG default EK template, what
 //! swtpm, firmware TPMs and discrete TPMs ship); AKs of any type with a SHA-256 name. An ECC EK is
 //! refused with a message that says so.
 
+pub mod challenge;
 pub mod credential;
 pub mod kdf;
 pub mod public;
