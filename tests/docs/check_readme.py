@@ -56,6 +56,7 @@ COVERAGE: list[tuple[str, str, object]] = [
     (r"^tailjoin run --help$", "run", "run_help"),
     (r"^tailjoin check-config( FILE)?$", "run", "json_examples"),
     (r"^tests/run-all\.sh$", "test", [(".ci/run", ["exec tests/run-all.sh"])]),
+    (r"^tests/agent-binary-check\.sh$", "test", [("tests/run-all.sh", ["tests/agent-binary-check.sh"])]),
     (r"^tests/(nix/check|boot/run|fuzz|peers/build)\.sh$", "ci", None),
     (r"^cargo (fmt --check|clippy -D warnings)$", "ci", None),
     (r"^tests/nix/gen-options\.sh$", "test", [("tests/nix/check.sh", ["tests/nix/gen-options.sh --check"])]),
