@@ -22,6 +22,11 @@ pub enum BootRefusal {
     RateLimited {
         mac: String,
     },
+    /// netboot.l2_check: the request did not come from the MAC it names.
+    L2 {
+        mac: String,
+        refusal: crate::l2_check::L2Refusal,
+    },
 }
 
 impl BootRefusal {
@@ -31,6 +36,7 @@ impl BootRefusal {
             BootRefusal::Network { .. } => "network_not_allowed",
             BootRefusal::Pending { .. } => "mac_pending_approval",
             BootRefusal::RateLimited { .. } => "rate_limited",
+            BootRefusal::L2 { refusal, .. } => refusal.kind(),
         }
     }
 
@@ -39,7 +45,8 @@ impl BootRefusal {
             BootRefusal::BadMac { .. } => None,
             BootRefusal::Network { mac, .. }
             | BootRefusal::Pending { mac }
-            | BootRefusal::RateLimited { mac } => Some(mac),
+            | BootRefusal::RateLimited { mac }
+            | BootRefusal::L2 { mac, .. } => Some(mac),
         }
     }
 
@@ -58,6 +65,7 @@ impl BootRefusal {
             BootRefusal::RateLimited { mac } => {
                 format!("tailjoin: too many boot requests just now; {mac} will ask again")
             }
+            BootRefusal::L2 { mac, refusal } => format!("tailjoin: {}", refusal.message(mac)),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod enrol;
 pub mod ipxe;
+pub mod l2_check;
 mod netboot;
 pub mod netboot_config;
 pub mod policy;

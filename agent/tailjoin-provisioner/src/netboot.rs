@@ -250,13 +250,22 @@ impl Provisioner {
             tracing::error!("{e}; treating no MAC as approved");
             Default::default()
         });
-        decide(
+        let (mac, matched) = decide(
             &self.settings.allow,
             nb.require_approval,
             &approved,
             client,
             raw_mac,
-        )
+        )?;
+        if nb.l2_check {
+            crate::l2_check::check(client, &mac, &neighbours()).map_err(|refusal| {
+                BootRefusal::L2 {
+                    mac: mac.clone(),
+                    refusal,
+                }
+            })?;
+        }
+        Ok((mac, matched))
     }
 
     fn refuse_boot(
@@ -356,6 +365,16 @@ impl Provisioner {
 }
 
 /// Streams one configured file (never a path from the URL), honouring a single byte range.
+/// The provisioner's IPv4 neighbour table; unreadable, it is empty (every check then refuses).
+pub(crate) fn neighbours() -> Vec<crate::l2_check::Neighbour> {
+    crate::l2_check::read_neighbours().unwrap_or_else(|e| {
+        tracing::error!(
+            "netboot.l2_check: cannot read /proc/net/arp: {e}; refusing what it cannot check"
+        );
+        Vec::new()
+    })
+}
+
 async fn serve_file(path: &Path, headers: &hyper::HeaderMap, head: bool) -> Reply {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,

@@ -31,6 +31,10 @@ pub struct RawNetboot {
     pub one_boot_per_mac: Option<bool>,
     /// First delay of a refused machine's retry, doubling up to [`MAX_RETRY_SECS`] [default: 30].
     pub retry_secs: Option<u64>,
+    /// The MAC a boot-script or key request names must be the MAC its packets came from (the
+    /// neighbour-table entry of the client's IPv4 address); see `l2_check.rs` for what this does
+    /// and does not stop [default: false].
+    pub l2_check: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,7 @@ pub struct NetbootSettings {
     pub require_approval: bool,
     pub one_boot_per_mac: bool,
     pub retry_secs: u64,
+    pub l2_check: bool,
 }
 
 pub const MIN_TOKEN_TTL_SECS: u64 = 30;
@@ -184,6 +189,7 @@ impl RawNetboot {
             token_ttl: Duration::from_secs(ttl),
             require_approval: self.require_approval.unwrap_or(true),
             one_boot_per_mac: self.one_boot_per_mac.unwrap_or(true),
+            l2_check: self.l2_check.unwrap_or(false),
             retry_secs,
         })
     }
@@ -211,7 +217,7 @@ mod tests {
     fn defaults_are_safe() {
         let s = validate(base(), false).unwrap();
         assert_eq!(s.token_ttl, Duration::from_secs(300));
-        assert!(s.require_approval && s.one_boot_per_mac);
+        assert!(s.require_approval && s.one_boot_per_mac && !s.l2_check);
         assert_eq!((s.retry_secs, s.cmdline.as_str()), (30, ""));
     }
 

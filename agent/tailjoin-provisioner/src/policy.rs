@@ -30,6 +30,11 @@ pub enum Refusal {
         label: String,
     },
     /// A netboot-issued token presented by a machine that does not report the MAC it was issued for.
+    /// netboot.l2_check: the request did not come from the MAC its token is bound to.
+    L2 {
+        mac: String,
+        refusal: crate::l2_check::L2Refusal,
+    },
     TokenOtherMac {
         label: String,
     },
@@ -56,6 +61,7 @@ impl Refusal {
             Refusal::TokenExpired { .. } => "boot_token_expired",
             Refusal::TokenRevoked { .. } => "boot_token_revoked",
             Refusal::TokenOtherMac { .. } => "boot_token_other_mac",
+            Refusal::L2 { refusal, .. } => refusal.kind(),
         }
     }
 
@@ -85,6 +91,7 @@ impl Refusal {
             Refusal::TokenOtherMac { label } => {
                 format!("refused: the boot token ({label}) is bound to a MAC address this machine does not report")
             }
+            Refusal::L2 { mac, refusal } => refusal.message(mac),
         }
     }
 }

@@ -385,6 +385,25 @@ impl Provisioner {
             Err(_) => return Err(Box::new(text(500, "internal error (token store)"))),
         };
         let r = reserved.map_err(|r| Box::new(self.refuse(client, ident, None, &r)))?;
+        if self.settings.netboot.as_ref().is_some_and(|n| n.l2_check) {
+            if let Err(refusal) =
+                crate::l2_check::check(client, &r.mac, &super::netboot::neighbours())
+            {
+                if let Ok(mut s) = store.lock() {
+                    s.release(&r);
+                }
+                let refusal = Refusal::L2 {
+                    mac: r.mac.clone(),
+                    refusal,
+                };
+                return Err(Box::new(self.refuse(
+                    client,
+                    ident,
+                    Some(r.label.clone()),
+                    &refusal,
+                )));
+            }
+        }
         let require = self
             .settings
             .netboot
