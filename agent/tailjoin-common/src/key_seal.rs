@@ -28,14 +28,18 @@ pub enum SealError {
     Random,
 }
 
+/// What each derivation's HMAC covers: its label, a NUL, the challenge id.
+fn message(label: &[u8], challenge_id: &str) -> Vec<u8> {
+    let mut msg = label.to_vec();
+    msg.push(0);
+    msg.extend_from_slice(challenge_id.as_bytes());
+    msg
+}
+
 fn derive(credential: &[u8; CREDENTIAL_BYTES], label: &[u8], challenge_id: &str) -> [u8; 32] {
     let key = hmac::Key::new(hmac::HMAC_SHA256, credential);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(label);
-    ctx.update(&[0]);
-    ctx.update(challenge_id.as_bytes());
     let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.sign().as_ref());
+    out.copy_from_slice(hmac::sign(&key, &message(label, challenge_id)).as_ref());
     out
 }
 
@@ -47,10 +51,7 @@ pub fn proof(credential: &[u8; CREDENTIAL_BYTES], challenge_id: &str) -> [u8; 32
 /// Checks a proof in constant time.
 pub fn proof_matches(credential: &[u8; CREDENTIAL_BYTES], challenge_id: &str, sent: &[u8]) -> bool {
     let key = hmac::Key::new(hmac::HMAC_SHA256, credential);
-    let mut msg = PROOF_LABEL.to_vec();
-    msg.push(0);
-    msg.extend_from_slice(challenge_id.as_bytes());
-    hmac::verify(&key, &msg, sent).is_ok()
+    hmac::verify(&key, &message(PROOF_LABEL, challenge_id), sent).is_ok()
 }
 
 fn aead_key(credential: &[u8; CREDENTIAL_BYTES], challenge_id: &str) -> LessSafeKey {
