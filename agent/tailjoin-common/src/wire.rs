@@ -27,6 +27,86 @@ pub struct KeyRequest {
     pub boot_id: String,
     #[serde(default)]
     pub mac_addresses: Vec<String>,
+    /// Step 1 of a TPM-proven request: the machine's EK and AK (see [`TpmEvidence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmEvidence>,
+    /// Step 2: the proof that its TPM unwrapped the credential of a challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_proof: Option<TpmProof>,
+}
+
+/// What a machine shows of its TPM (step 1 of a TPM-proven request). Each field is the hex of
+/// the structure as the TPM marshals it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmEvidence {
+    /// The endorsement key's TPM2B_PUBLIC (the TCG default RSA 2048 EK).
+    pub ek_public: String,
+    /// The EK certificate (DER) from the TPM's NV index, where it holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_certificate: Option<String>,
+    /// The attestation key's TPM2B_PUBLIC: a restricted signing key made under the EK.
+    pub ak_public: String,
+}
+
+/// Step 2 of a TPM-proven request: `proof` is the hex of
+/// [`crate::key_seal::proof`] of the unwrapped credential for challenge `challenge_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmProof {
+    pub challenge_id: String,
+    pub proof: String,
+}
+
+/// The provisioner's answer to step 1 (200, JSON): a credential wrapped to the machine's EK and
+/// AK by TPM2_MakeCredential, for its TPM to unwrap (TPM2_ActivateCredential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmChallengeAnswer {
+    pub tpm_challenge: TpmChallenge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmChallenge {
+    pub id: String,
+    /// Hex of the TPM2B_ID_OBJECT (MakeCredential's credentialBlob).
+    pub id_object: String,
+    /// Hex of the TPM2B_ENCRYPTED_SECRET (MakeCredential's secret).
+    pub encrypted_secret: String,
+    /// The fingerprint of the EK it is wrapped to, as `tailjoin-provisioner pending` shows it.
+    pub ek_fingerprint: String,
+}
+
+/// The provisioner's answer to step 2 (200, JSON): the key sealed under the credential
+/// ([`crate::key_seal::seal`], hex), and what the plain answer says about it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SealedKeyAnswer {
+    pub sealed_key: String,
+    pub challenge_id: String,
+    pub id: String,
+    pub expires: Option<String>,
+    pub ephemeral: bool,
+    pub tags: Vec<String>,
+}
+
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// The bytes of a hex string (either case); `None` for an odd length or a non-hex character.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let t = text.as_bytes();
+    if t.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    t.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 impl KeyRequest {
@@ -87,12 +167,32 @@ mod tests {
             machine_id: "0123".into(),
             boot_id: "b-1".into(),
             mac_addresses: vec!["52:54:00:12:34:56".into()],
+            tpm: Some(TpmEvidence {
+                ek_public: "0001".into(),
+                ek_certificate: None,
+                ak_public: "0002".into(),
+            }),
+            tpm_proof: None,
         };
         let text = serde_json::to_string(&sent).unwrap();
         let read: KeyRequest = serde_json::from_str(&text).unwrap();
         assert_eq!(read, sent);
         let empty: KeyRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, KeyRequest::default());
+        // A request without TPM parts is written as before the TPM existed.
+        let plain = serde_json::to_value(KeyRequest::default()).unwrap();
+        assert!(plain.get("tpm").is_none() && plain.get("tpm_proof").is_none());
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let bytes = [0u8, 1, 0xab, 0xff, 0x10];
+        assert_eq!(to_hex(&bytes), "0001abff10");
+        assert_eq!(from_hex("0001ABff10").unwrap(), bytes);
+        assert_eq!(from_hex(""), Some(vec![]));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("+1"), None);
     }
 
     #[test]

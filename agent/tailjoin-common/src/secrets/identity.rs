@@ -32,6 +32,8 @@ impl MachineIdentity {
             machine_id: read("etc/machine-id"),
             boot_id: read("proc/sys/kernel/random/boot_id"),
             mac_addresses: hardware_macs(macs),
+            tpm: None,
+            tpm_proof: None,
         }
     }
 }
