@@ -172,7 +172,8 @@
           -exec rustfmt --check --edition 2024 {} +
         touch $out
       '';
-      cargo-test = cargoCheck pkgs "test" [] "cargo test --offline --frozen --workspace";
+      # The TPM tests run against swtpm and tpm2-tools, over TCP (network-tcti).
+      cargo-test = cargoCheck pkgs "test" [pkgs.swtpm pkgs.tpm2-tools] "cargo test --offline --frozen --workspace --features tailjoin/network-tcti";
       vm-join = vmTest ./tests/nix/join.nix;
       vm-bad-key = vmTest ./tests/nix/bad-key.nix;
       vm-netboot = vmTest ./tests/nix/netboot.nix;

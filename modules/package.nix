@@ -1,6 +1,7 @@
 # tailjoin: the agent (bin/tailjoin: run, status, check-config) and the provisioner
 # (bin/tailjoin-provisioner), built together from the Cargo workspace in ../agent with its one
-# Cargo.lock. callPackage-able; the flake's packages and overlay both use it.
+# Cargo.lock. callPackage-able; the flake's packages and overlay both use it. The agent links
+# tpm2-tss (tss-esapi, for its TPM-proven key requests), found with pkg-config.
 #
 # The source is the workspace manifest, the lock file and each member's Cargo.toml and src/:
 # cargo needs every member present, so the members are read from the manifest. Not agent/target,
@@ -8,6 +9,8 @@
 {
   lib,
   rustPlatform,
+  pkg-config,
+  tpm2-tss,
 }: let
   manifest = lib.importTOML ../agent/Cargo.toml;
   inherit (manifest.workspace) members;
@@ -32,6 +35,8 @@ in
       );
     };
     cargoLock.lockFile = ../agent/Cargo.lock;
+    nativeBuildInputs = [pkg-config];
+    buildInputs = [tpm2-tss];
     meta = {
       inherit (workspace) description;
       license = lib.getLicenseFromSpdxId workspace.license;

@@ -97,6 +97,38 @@ in {
       '';
     };
 
+    tpm = mkOption {
+      type = types.enum ["required" "when-enrolled" "off"];
+      default = "when-enrolled";
+      description = ''
+        Whether keys are released only to a machine's TPM 2.0. The booted machine's tailjoin
+        shows its endorsement key (EK) and an attestation key; the provisioner wraps a secret
+        to them (TPM2_MakeCredential, in software) and the key goes out sealed under it, so only
+        that TPM can read it: a boot token, a MAC or a copy of the HTTPS answer is not enough.
+        - `"required"`: no key without TPM proof. Unknown machines boot, show their EK and wait
+          on `tailjoin-provisioner pending` until `approve MAC` binds that EK.
+        - `"when-enrolled"`: a MAC once bound to an EK (by `approve` after the machine showed
+          it) never again gets a key without proof from that EK; other machines keep the
+          boot-token path.
+        - `"off"`: TPMs are ignored.
+        A machine proven by its TPM needs no boot token. A replaced TPM or mainboard needs
+        `approve MAC` again.
+      '';
+    };
+
+    tpmEkCaFiles = mkOption {
+      type = types.listOf types.path;
+      default = [];
+      example = lib.literalExpression "[ ./vendor-ek-root.pem ./vendor-ek-intermediate.pem ]";
+      description = ''
+        PEM files of the certificate authorities that sign your machines' EK certificates (for
+        fleets bought from one vendor). A machine whose TPM holds an EK certificate chaining to
+        one of them, for the EK it shows, counts as approved without a per-machine `approve`,
+        and unknown MACs get a boot so that their TPM can prove itself. Public certificates,
+        fine in the store.
+      '';
+    };
+
     image = mkOption {
       type = types.nullOr (types.submodule {
         options = {
@@ -139,6 +171,14 @@ in {
             services.tailjoin-provisioner.netboot.keyUrl = "https://<this host>:<port>/v1/key";'';
       }
       {
+        assertion = nb.tpm != "off" || nb.tpmEkCaFiles == [];
+        message = ''
+          services.tailjoin-provisioner.netboot.tpmEkCaFiles lists EK certificate authorities, but netboot.tpm is "off",
+          so no TPM is ever asked. Either let TPMs prove machines:
+            services.tailjoin-provisioner.netboot.tpm = "when-enrolled";   # or "required"
+          or drop netboot.tpmEkCaFiles.'';
+      }
+      {
         assertion = image == null || !(lib.hasInfix "tailjoin." image.cmdline);
         message = ''
           services.tailjoin-provisioner.netboot.image.cmdline sets a tailjoin.* parameter; the provisioner writes
@@ -164,6 +204,10 @@ in {
         kernel = toString image.kernel;
         initrds = map toString image.initrds;
         inherit (image) cmdline;
+        inherit (nb) tpm;
+      }
+      // lib.optionalAttrs (nb.tpmEkCaFiles != []) {
+        tpm_ek_ca_files = map toString nb.tpmEkCaFiles;
       }
       // lib.mapAttrs (_: lib.mkOptionDefault) {
         # A boot token seen on the wire (the boot script travels in clear text) is worth at

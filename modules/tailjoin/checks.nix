@@ -60,6 +60,12 @@ in {
       internal = true;
       description = "Whether the agent needs /proc/cmdline or /proc/sys, which ProcSubset=pid hides.";
     };
+    tpmDevice = mkOption {
+      type = types.bool;
+      default = false;
+      internal = true;
+      description = "Whether the agent may use the TPM (/dev/tpmrm0) for a TPM-proven key request, which PrivateDevices= hides.";
+    };
   };
 
   config = lib.mkIf cfg.enable {

@@ -18,6 +18,22 @@
         exampleFile = "/run/secrets/${defaultName}";
       };
   };
+  # `tpm` of the sources that POST to a provisioner (http, kernelCmdline).
+  tpmOption = mkOption {
+    type = types.nullOr (types.enum ["auto" "required" "off"]);
+    default = null;
+    example = "required";
+    description = ''
+      Whether a `post` proves the machine's TPM 2.0 to the provisioner (its endorsement key and
+      an attestation key; the provisioner's challenge is unwrapped by TPM2_ActivateCredential
+      and the key comes back sealed to it). `auto`: when the machine has a TPM
+      (`TAILJOIN_TPM_TCTI` is set or /dev/tpmrm0 exists); if it cannot be used, a warning says
+      why and the request goes without. `required`: no usable TPM is an error. `off`: never.
+      `null` leaves it to the agent: `auto`. A provisioner that does not use TPMs answers as
+      before. The unit then may open /dev/tpmrm0 (`DeviceAllow=`, `PrivateDevices=false`),
+      except for an http source with `tpm = "off"`.
+    '';
+  };
 in rec {
   # The minting sources' JSON (headscaleJSON, tailscaleOAuthJSON), for ./key.nix.
   inherit mint;
@@ -96,6 +112,7 @@ in rec {
           link you trust, never on a shared network.
         '';
       };
+      tpm = tpmOption;
     };
   };
 
@@ -191,6 +208,16 @@ in rec {
           network in clear text: only on a link you trust.
         '';
       };
+      tpm =
+        tpmOption
+        // {
+          description =
+            tpmOption.description
+            + ''
+
+              The kernel parameter `tailjoin.tpm=auto|required|off` overrides it.
+            '';
+        };
     };
   };
 

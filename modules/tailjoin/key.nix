@@ -70,6 +70,7 @@
     timeout_secs = http.timeoutSecs;
     max_response_bytes = http.maxResponseBytes;
     allow_plain_http = http.allowPlainHttp;
+    inherit (http) tpm;
   };
 
   cmdlineJSON = nonNull {
@@ -81,6 +82,7 @@
     timeout_secs = cmdline.timeoutSecs;
     max_response_bytes = cmdline.maxResponseBytes;
     allow_plain_http = cmdline.allowPlainHttp;
+    inherit (cmdline) tpm;
   };
 
   keyJSON =
@@ -314,6 +316,9 @@ in {
         # ProcSubset=pid hides /proc/cmdline, which the kernel command line source reads, and
         # /proc/sys (hostname, boot id), which a POST sends as the machine's identity.
         procSubsetAll = lib.mkIf (oneSource && (cmdline != null || (http != null && http.method == "post"))) true;
+        # A POST proves the machine's TPM unless tpm = "off"; the kernel command line source
+        # always may, since tailjoin.tpm= overrides its setting at boot.
+        tpmDevice = lib.mkIf (oneSource && (cmdline != null || (http != null && http.method == "post" && http.tpm != "off"))) true;
       };
     };
 

@@ -1,8 +1,9 @@
 # The tailjoin unit. Its invariant part (ordering, restart policy, hardening) is read from
 # ../tailjoin-unit.json, the one source of truth that the non-Nix boot test renders too; this
 # file adds only the instance settings: ExecStart, the credentials the key source and the push
-# reporters name, the environment file, the health textfile's directory, and ProcSubset=all
-# where the agent needs /proc/cmdline or /proc/sys (ProcSubset=pid hides them).
+# reporters name, the environment file, the health textfile's directory, ProcSubset=all
+# where the agent needs /proc/cmdline or /proc/sys (ProcSubset=pid hides them), and the TPM
+# resource manager /dev/tpmrm0 where a key request may prove the machine's TPM.
 {
   config,
   lib,
@@ -57,6 +58,12 @@ in {
         }
         // lib.optionalAttrs cfg.internal.procSubsetAll {
           ProcSubset = "all";
+        }
+        // lib.optionalAttrs cfg.internal.tpmDevice {
+          # PrivateDevices= would hide it; DevicePolicy=closed stays, so this is the one device
+          # node the agent may open beyond the pseudo devices.
+          PrivateDevices = false;
+          DeviceAllow = ["/dev/tpmrm0 rw"];
         };
       wantedBy = unitSpec.install.WantedBy;
     };

@@ -100,8 +100,10 @@ fi
 # minbase + what a booting systemd machine needs. initramfs-tools builds the initrd (the
 # Debian kernel has virtio_blk and ext4 as modules); kmod loads modules; iproute2 for
 # debugging; ca-certificates because tailscaled expects a trust store; jq for the seed's classic
-# autoconnect oneshot (the netboot benchmark's baseline, --seed-autoconnect).
+# autoconnect oneshot (the netboot benchmark's baseline, --seed-autoconnect); tpm2-tss's
+# libraries, which the agent links (its TPM-proven key requests; the device TCTI is dlopened).
 packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,linux-image-amd64,initramfs-tools,ca-certificates,jq
+packages=$packages,libtss2-esys-3.0.2-0,libtss2-mu0,libtss2-sys1,libtss2-tctildr0,libtss2-tcti-device0
 
 hash_files() { # stable hash of the named files/dirs (paths relative to $here)
   (cd "$here" && find "$@" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16

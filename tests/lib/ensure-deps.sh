@@ -11,6 +11,8 @@
 #   openssl         makes the throwaway CA for the HTTPS key-source tests
 #   swtpm, tpm2-tools  a real TPM 2.0 (software) and its tools: the provisioner's software
 #                   MakeCredential is checked against TPM2_ActivateCredential in swtpm
+#   libtss2-dev, pkg-config  tpm2-tss, which the agent links (tss-esapi) for its TPM-proven
+#                   key requests; cargo finds it with pkg-config
 
 tj_die() { echo "tests/lib/ensure-deps.sh: $*" >&2; exit 1; }
 TJ_CACHE=${TAILJOIN_CACHE:-$HOME/.cache/tailjoin}
@@ -111,6 +113,16 @@ tj_ensure_jsonschema() {
   python3 -c 'from jsonschema import Draft202012Validator' 2>/dev/null || tj_die "cannot install python3 jsonschema >= 4"
 }
 
+# cryptography opens the AES-GCM-sealed keys in the real-peer TPM tests (tpm_machine.py).
+tj_ensure_python_cryptography() {
+  python3 -c 'from cryptography.hazmat.primitives.ciphers.aead import AESGCM' 2>/dev/null && return 0
+  python3 -m pip install -q cryptography 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages cryptography \
+    || tj_apt python3-cryptography
+  python3 -c 'from cryptography.hazmat.primitives.ciphers.aead import AESGCM' 2>/dev/null \
+    || tj_die "cannot install python3 cryptography"
+}
+
 # The nixpkgs lib the Nix checks evaluate the modules with (tests/nix/check.sh): no registry
 # carries it, so it is a pinned commit of nix-community/nixpkgs.lib cloned into the cache. Where
 # it cannot be had (no route to the git host), check.sh says so loudly, and fails under CI=true.
@@ -138,7 +150,10 @@ tj_ensure_rust
 tj_ensure_python
 tj_ensure_prometheus_parser
 tj_ensure_jsonschema
+tj_ensure_python_cryptography
 command -v openssl >/dev/null 2>&1 || tj_apt openssl
 tj_ensure_nixpkgs_lib
 command -v swtpm >/dev/null 2>&1 && command -v swtpm_setup >/dev/null 2>&1 || tj_apt swtpm swtpm-tools
 command -v tpm2_activatecredential >/dev/null 2>&1 || tj_apt tpm2-tools
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists tss2-esys tss2-tctildr tss2-mu tss2-sys; } \
+  || tj_apt libtss2-dev pkg-config

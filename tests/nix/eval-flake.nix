@@ -43,6 +43,8 @@
         };
       };
     rustPlatform.buildRustPackage = args: args;
+    pkg-config = "pkg-config-stand-in";
+    tpm2-tss = "tpm2-tss-stand-in";
   };
   workspace = (lib.importTOML ../../agent/Cargo.toml).workspace or {};
   # The source's files and directories, relative to agent/, and each of them exists (as the real
@@ -72,8 +74,11 @@ in {
         && package.meta.description == workspace.package.description
         && package.meta.license == lib.licenses.mit
         && package.meta.mainProgram == "tailjoin"
-        && package.cargoLock.lockFile == ../../agent/Cargo.lock)
-      {inherit (package) pname version meta;})
+        && package.cargoLock.lockFile == ../../agent/Cargo.lock
+        # The agent links tpm2-tss (tss-esapi), found with pkg-config.
+        && package.nativeBuildInputs == ["pkg-config-stand-in"]
+        && package.buildInputs == ["tpm2-tss-stand-in"])
+      {inherit (package) pname version meta nativeBuildInputs buildInputs;})
     (test "package.nix: the source is the workspace's manifest and lock and each member's Cargo.toml and src/ (all three crates), nothing else (no target/, fuzz/)"
       (workspace.members
         == ["tailjoin-common" "tailjoin" "tailjoin-provisioner"]

@@ -110,6 +110,36 @@
         && nb.retry_secs == 5
         && nb.listen == "[::]:8081")
       (nbOf {netboot.image = fixtureImage;}))
+    (test "netboot: the TPM policy is when-enrolled by default, with no EK CAs; both reach the JSON when set"
+      (let
+        dflt = nbOf {};
+        set = nbOf {
+          netboot = {
+            tpm = "required";
+            tpmEkCaFiles = [./fixtures/fake-kernel];
+          };
+        };
+      in
+        dflt.tpm
+        == "when-enrolled"
+        && !(dflt ? tpm_ek_ca_files)
+        && set.tpm == "required"
+        && lib.length set.tpm_ek_ca_files == 1
+        && lib.hasSuffix "fake-kernel" (lib.head set.tpm_ek_ca_files))
+      (nbOf {netboot.tpm = "required";}))
+    (test "netboot: EK CAs with the TPM off fail an assertion saying how to fix it"
+      (firesWith (provWith {
+        netboot = {
+          tpm = "off";
+          tpmEkCaFiles = [./fixtures/fake-kernel];
+        };
+      }) "netboot[.]tpm = \"when-enrolled\"")
+      (failing (provWith {
+        netboot = {
+          tpm = "off";
+          tpmEkCaFiles = [./fixtures/fake-kernel];
+        };
+      })))
     (test "netboot: off by default, and then no netboot section at all"
       (!((jsonOf (provWith {netboot.enable = false;})) ? netboot))
       (jsonOf (provWith {netboot.enable = false;})))

@@ -29,7 +29,7 @@
 
   # The fields the spec allows per source (the agent rejects any other).
   specFields = {
-    kernel_cmdline = ["path" "allow_key" "method" "response" "json_field" "ca_file" "timeout_secs" "max_response_bytes" "allow_plain_http"];
+    kernel_cmdline = ["path" "allow_key" "method" "response" "json_field" "ca_file" "timeout_secs" "max_response_bytes" "allow_plain_http" "tpm"];
     headscale = ["url" "api_key" "user" "expiry_secs" "ca_file" "allow_plain_http" "timeout_secs"];
     tailscale_oauth = ["client_id" "client_secret" "api_url" "tailnet" "expiry_secs" "ca_file" "timeout_secs"];
   };
@@ -46,6 +46,7 @@
     timeoutSecs = 5;
     maxResponseBytes = 65536;
     allowPlainHttp = true;
+    tpm = "off";
   };
   cmdline = extra: {authKey.kernelCmdline = extra;};
 
@@ -216,6 +217,7 @@
             timeout_secs = 5;
             max_response_bytes = 65536;
             allow_plain_http = true;
+            tpm = "off";
           };
         }
         && onlySpecFields "kernel_cmdline" (keyOf (cmdline cmdlineFull)).kernel_cmdline)
@@ -229,7 +231,10 @@
       (tj (cmdline {keyUrl = "https://prov.lan:8443/v1/key";})).boot.kernelParams)
     (test "unit: kernelCmdline source sees /proc/cmdline and an HTTP POST /proc/sys (ProcSubset=all), loads no credential"
       (instance (cmdline {})
-        == {inherit (svcOf (cmdline {})) ExecStart;}
+        == {
+          inherit (svcOf (cmdline {})) ExecStart;
+          DeviceAllow = ["/dev/tpmrm0 rw"];
+        }
         && (svcOf (cmdline {})).ProcSubset == "all"
         && (svcOf {
           authKey.http = {
@@ -242,6 +247,31 @@
         && (svcOf {authKey.http.url = "https://prov.lan/k";}).ProcSubset == unitSpec.service.ProcSubset
         && (svcOf {authKey.file = "/run/k";}).ProcSubset == unitSpec.service.ProcSubset)
       (instance (cmdline {})))
+    (test "unit: a POST that may prove the TPM sees /dev/tpmrm0 and no other device; tpm = \"off\" or a GET does not"
+      (let
+        post = extra:
+          svcOf {
+            authKey.http =
+              {
+                url = "https://prov.lan/k";
+                method = "post";
+              }
+              // extra;
+          };
+        sees = s: s.DeviceAllow or null == ["/dev/tpmrm0 rw"] && !s.PrivateDevices && s.DevicePolicy == "closed";
+        hidden = s: !(s ? DeviceAllow) && s.PrivateDevices == unitSpec.service.PrivateDevices;
+      in
+        sees (svcOf (cmdline {}))
+        # tailjoin.tpm= on the kernel command line overrides the setting: the device stays.
+        && sees (svcOf (cmdline {tpm = "off";}))
+        && sees (post {})
+        && sees (post {tpm = "required";})
+        && hidden (post {tpm = "off";})
+        && hidden (svcOf {authKey.http.url = "https://prov.lan/k";})
+        && hidden (svcOf {authKey.file = "/run/k";})
+        && keyOf (cmdline {tpm = "required";}) == {kernel_cmdline = (keyOf (cmdline {})).kernel_cmdline // {tpm = "required";};}
+        && !((keyOf (cmdline {})).kernel_cmdline ? tpm))
+      (svcOf (cmdline {})))
 
     # ---- headscale
     (test "headscale source in the JSON config: URL from loginServer, credential, ephemeral by default"
@@ -467,7 +497,7 @@
         all = builtins.concatMap (lib.collect lib.isOption) ([cmd h o] ++ refs ++ creds);
       in
         lib.all (opt: (opt.description or null) != null && opt ? type && opt ? default) all
-        && builtins.attrNames cmd == lib.sort (a: b: a < b) ["keyUrl" "allowKey" "path" "method" "response" "jsonField" "caFile" "timeoutSecs" "maxResponseBytes" "allowPlainHttp"]
+        && builtins.attrNames cmd == lib.sort (a: b: a < b) ["keyUrl" "allowKey" "path" "method" "response" "jsonField" "caFile" "timeoutSecs" "maxResponseBytes" "allowPlainHttp" "tpm"]
         && builtins.attrNames h == lib.sort (a: b: a < b) ["url" "apiKey" "user" "expiry" "caFile" "allowPlainHttp" "timeoutSecs"]
         && builtins.attrNames o == lib.sort (a: b: a < b) ["clientId" "clientSecret" "apiUrl" "tailnet" "expiry" "caFile" "timeoutSecs"])
       null)

@@ -232,6 +232,7 @@ let
     jsonField = "authkey";
     timeoutSecs = 5;
     maxResponseBytes = 4096;
+    tpm = "required";
   };
   httpWith = extra: with' {authKey.http = {url = "https://prov.lan:8443/key";} // extra;};
   httpSvc = extra: (httpWith extra).systemd.services.tailjoin.serviceConfig;
@@ -453,6 +454,7 @@ let
             timeout_secs = 5;
             max_response_bytes = 4096;
             allow_plain_http = false;
+            tpm = "required";
           };
         })
       (rawOf (unvalidated {authKey.http = httpFull;})).auth_key)

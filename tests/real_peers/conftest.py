@@ -146,6 +146,23 @@ def provisioner_factory():
 
 
 @pytest.fixture
+def swtpm_factory(tmp_path):
+    """make(name) -> a started swtpm with an EK and an AK (tpm_machine.Swtpm); all stopped at
+    teardown."""
+    from tpm_machine import Swtpm
+    started: list[Swtpm] = []
+
+    def make(name: str = "tpm", made_by=None) -> Swtpm:
+        t = Swtpm(tmp_path / f"swtpm-{name}", made_by=made_by)
+        started.append(t)
+        return t.start()
+
+    yield make
+    for t in started:
+        t.stop()
+
+
+@pytest.fixture
 def receiver_factory():
     """make(workdir, port=None, tls=False, start=True) -> Receiver; all are stopped at teardown."""
     made: list[Receiver] = []

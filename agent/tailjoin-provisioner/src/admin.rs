@@ -2,7 +2,7 @@
 //! enrolment. It reads the configuration for the state directory and edits only the approved
 //! list; the running server re-reads that list on every boot request.
 
-use super::enrol::{self, PendingMac};
+use super::enrol::{self, Approved, PendingMac};
 use crate::cli::ProvisionAction;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,10 +29,11 @@ pub fn main(config_path: &Path, action: &ProvisionAction) -> u8 {
     let result = match action {
         ProvisionAction::Pending { json } => list_pending(dir, *json),
         ProvisionAction::Approve { mac } => enrol::parse_admin_mac(mac).and_then(|mac| {
-            let new = enrol::approve(dir, &mac, &rfc3339(SystemTime::now()))?;
+            let shown = enrol::pending(dir)?.remove(&mac).and_then(|p| p.ek);
+            let outcome = enrol::approve(dir, &mac, &rfc3339(SystemTime::now()), shown.as_ref())?;
             println!(
                 "{mac}: {}; it boots unattended from its next boot request{}",
-                if new { "approved" } else { "approved already" },
+                approved_words(&outcome),
                 if nb.require_approval {
                     ""
                 } else {
@@ -73,12 +74,33 @@ pub fn main(config_path: &Path, action: &ProvisionAction) -> u8 {
     }
 }
 
+fn approved_words(outcome: &Approved) -> String {
+    match outcome {
+        Approved::New { ek: None } => "approved".into(),
+        Approved::New { ek: Some(ek) } => format!("approved, bound to its TPM (EK {ek})"),
+        Approved::EkBound { ek, replaced: None } => {
+            format!("bound to the TPM it showed (EK {ek}); only that TPM gets its keys from now on")
+        }
+        Approved::EkBound {
+            ek,
+            replaced: Some(old),
+        } => format!("re-bound to a new TPM (EK {ek}, was {old}); the old TPM gets no more keys"),
+        Approved::Already { ek: None } => "approved already".into(),
+        Approved::Already { ek: Some(ek) } => format!("approved already, bound to EK {ek}"),
+    }
+}
+
 /// Pending MACs that are not approved (an approved MAC stays on the server's list until its
-/// next boot request).
+/// next boot request), and approved ones whose machine showed a TPM other than the one bound
+/// (not bound yet, or replaced): `approve` binds it.
 fn waiting(dir: &Path) -> Result<BTreeMap<String, PendingMac>, String> {
     let approved = enrol::approved(dir)?;
     let mut p = enrol::pending(dir)?;
-    p.retain(|mac, _| !approved.contains_key(mac));
+    p.retain(|mac, e| match (approved.get(mac), &e.ek) {
+        (None, _) => true,
+        (Some(a), Some(ek)) => a.ek_fingerprint.as_deref() != Some(ek.fingerprint.as_str()),
+        (Some(_), None) => false,
+    });
     Ok(p)
 }
 
@@ -91,6 +113,8 @@ fn list_pending(dir: &Path, json: bool) -> Result<(), String> {
                 serde_json::json!({
                     "mac": mac, "first_seen": e.first_seen, "last_seen": e.last_seen,
                     "count": e.count, "client": e.client,
+                    "ek_fingerprint": e.ek.as_ref().map(|k| &k.fingerprint),
+                    "ek_issuer": e.ek.as_ref().and_then(|k| k.issuer.as_ref()),
                 })
             })
             .collect();
@@ -102,15 +126,28 @@ fn list_pending(dir: &Path, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<17}  {:<24}  {:<24}  {:>6}  CLIENT",
-        "MAC", "FIRST SEEN", "LAST SEEN", "COUNT"
+        "{:<17}  {:<24}  {:<24}  {:>6}  {:<15}  TPM",
+        "MAC", "FIRST SEEN", "LAST SEEN", "COUNT", "CLIENT"
     );
     for (mac, e) in &p {
+        let tpm = match &e.ek {
+            None => "none shown".to_owned(),
+            Some(ek) => format!(
+                "EK {}{}",
+                ek.fingerprint,
+                ek.issuer
+                    .as_deref()
+                    .map(|i| format!(" (certificate by {i})"))
+                    .unwrap_or_default()
+            ),
+        };
         println!(
-            "{mac:<17}  {:<24}  {:<24}  {:>6}  {}",
+            "{mac:<17}  {:<24}  {:<24}  {:>6}  {:<15}  {tpm}",
             e.first_seen, e.last_seen, e.count, e.client
         );
     }
-    println!("approve one with: tailjoin-provisioner --config FILE approve MAC");
+    println!(
+        "approve one with: tailjoin-provisioner --config FILE approve MAC (this binds the TPM it showed; compare the EK fingerprint with the name `tpm2_readpublic -c ek.ctx` prints on the machine after `tpm2_createek -G rsa -c ek.ctx`, less its leading 000b)"
+    );
     Ok(())
 }

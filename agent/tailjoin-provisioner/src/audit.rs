@@ -28,6 +28,9 @@ pub struct AuditLine<'a> {
     pub tags: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The EK of the TPM the request showed (`sha256:…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ek_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone)]

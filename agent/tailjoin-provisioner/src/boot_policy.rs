@@ -199,6 +199,8 @@ mod tests {
                 (
                     s.to_string(),
                     Approval {
+                        ek_fingerprint: None,
+                        ek_issuer: None,
                         approved_at: "t".into(),
                     },
                 )

@@ -3,6 +3,11 @@
 //! refused; an admin approves it once with `tailjoin-provisioner approve MAC`, which adds it to
 //! `netboot-approved.json` (written by the CLI only). The server re-reads the approved list on
 //! every boot request, so an approval or revocation takes effect without a restart.
+//!
+//! A machine with a TPM shows its endorsement key (EK) when it asks for its key; the pending list
+//! keeps the EK's fingerprint (and its certificate's issuer), and `approve MAC` binds that EK to
+//! the MAC: from then on only that TPM gets the MAC's keys (`netboot.tpm`, [`crate::tpm_gate`]).
+//! A new TPM or mainboard means `approve MAC` again.
 
 use super::boot_store::read_optional;
 use super::config::normalize_mac;
@@ -17,6 +22,34 @@ pub const PENDING_FILE: &str = "netboot-pending.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub approved_at: String,
+    /// The EK bound to this MAC (`sha256:…`), when the machine showed its TPM before approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_fingerprint: Option<String>,
+    /// That EK certificate's issuer, where the TPM holds a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek_issuer: Option<String>,
+}
+
+/// An EK a machine showed: its fingerprint and its certificate's issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownEk {
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+/// What `approve` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approved {
+    /// Newly approved, with the EK it showed bound (if it showed one).
+    New { ek: Option<String> },
+    /// Approved before; now bound to the EK it showed (`replaced`: the EK bound before).
+    EkBound {
+        ek: String,
+        replaced: Option<String>,
+    },
+    /// Approved before, with this EK (or none shown): nothing changed.
+    Already { ek: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +58,9 @@ pub struct PendingMac {
     pub last_seen: String,
     pub count: u64,
     pub client: String,
+    /// The TPM the machine showed with its last key request, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek: Option<ShownEk>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -70,21 +106,58 @@ pub fn approved(state_dir: &Path) -> Result<BTreeMap<String, Approval>, String> 
     parse_doc::<ApprovedDoc>(&state_dir.join(APPROVED_FILE)).map(|d| d.macs)
 }
 
-/// Adds `mac` to the approved list. `Ok(false)` if it was approved already.
-pub fn approve(state_dir: &Path, mac: &str, now: &str) -> Result<bool, String> {
+/// Adds `mac` to the approved list, bound to `ek` (the EK it showed, from the pending list) when
+/// given; an approved MAC is re-bound to a newly shown EK (a replaced TPM or mainboard).
+pub fn approve(
+    state_dir: &Path,
+    mac: &str,
+    now: &str,
+    ek: Option<&ShownEk>,
+) -> Result<Approved, String> {
     let path = state_dir.join(APPROVED_FILE);
     let mut doc: ApprovedDoc = parse_doc(&path)?;
-    if doc.macs.contains_key(mac) {
-        return Ok(false);
+    let outcome = approve_pure(&mut doc.macs, mac, now, ek);
+    if !matches!(outcome, Approved::Already { .. }) {
+        doc.version = 1;
+        save_doc(&path, &doc)?;
     }
-    doc.version = 1;
-    doc.macs.insert(
-        mac.to_owned(),
-        Approval {
-            approved_at: now.to_owned(),
+    Ok(outcome)
+}
+
+fn approve_pure(
+    map: &mut BTreeMap<String, Approval>,
+    mac: &str,
+    now: &str,
+    ek: Option<&ShownEk>,
+) -> Approved {
+    let fingerprint = ek.map(|e| e.fingerprint.clone());
+    match map.get_mut(mac) {
+        None => {
+            map.insert(
+                mac.to_owned(),
+                Approval {
+                    approved_at: now.to_owned(),
+                    ek_fingerprint: fingerprint.clone(),
+                    ek_issuer: ek.and_then(|e| e.issuer.clone()),
+                },
+            );
+            Approved::New { ek: fingerprint }
+        }
+        Some(a) => match (ek, &a.ek_fingerprint) {
+            (Some(shown), bound) if bound.as_deref() != Some(shown.fingerprint.as_str()) => {
+                let replaced = a.ek_fingerprint.replace(shown.fingerprint.clone());
+                a.ek_issuer = shown.issuer.clone();
+                a.approved_at = now.to_owned();
+                Approved::EkBound {
+                    ek: shown.fingerprint.clone(),
+                    replaced,
+                }
+            }
+            _ => Approved::Already {
+                ek: a.ek_fingerprint.clone(),
+            },
         },
-    );
-    save_doc(&path, &doc).map(|()| true)
+    }
 }
 
 /// Removes `mac` from the approved list. `Ok(false)` if it was not on it.
@@ -127,6 +200,26 @@ impl Pending {
         Ok(first)
     }
 
+    /// Records the EK a machine showed with its key request (`mac`: the MAC it named first).
+    /// `Ok(true)` when this MAC and EK were not on the list together before.
+    pub fn note_ek(
+        &mut self,
+        mac: &str,
+        client: &str,
+        now: &str,
+        ek: &ShownEk,
+    ) -> Result<bool, String> {
+        note_pure(&mut self.doc.macs, mac, client, now);
+        let entry = self.doc.macs.get_mut(mac);
+        let first = entry.as_ref().is_some_and(|e| e.ek.as_ref() != Some(ek));
+        if let Some(e) = entry {
+            e.ek = Some(ek.clone());
+        }
+        self.doc.version = 1;
+        save_doc(&self.path, &self.doc)?;
+        Ok(first)
+    }
+
     /// The MAC was let through: it is no longer pending.
     pub fn forget(&mut self, mac: &str) -> Result<(), String> {
         if self.doc.macs.remove(mac).is_some() {
@@ -164,6 +257,7 @@ fn note_pure(map: &mut BTreeMap<String, PendingMac>, mac: &str, client: &str, no
             last_seen: now.to_owned(),
             count: 1,
             client: client.to_owned(),
+            ek: None,
         },
     );
     true
@@ -183,8 +277,14 @@ mod tests {
                 .unwrap_err()
                 .contains("six hex pairs")
         );
-        assert!(approve(d.path(), &mac, "t1").unwrap());
-        assert!(!approve(d.path(), &mac, "t2").unwrap());
+        assert_eq!(
+            approve(d.path(), &mac, "t1", None).unwrap(),
+            Approved::New { ek: None }
+        );
+        assert_eq!(
+            approve(d.path(), &mac, "t2", None).unwrap(),
+            Approved::Already { ek: None }
+        );
         assert_eq!(approved(d.path()).unwrap()[&mac].approved_at, "t1");
         assert!(revoke(d.path(), &mac).unwrap());
         assert!(!revoke(d.path(), &mac).unwrap());
@@ -206,6 +306,67 @@ mod tests {
         assert!(pending(d.path()).unwrap().is_empty());
         std::fs::write(d.path().join(APPROVED_FILE), "[").unwrap();
         assert!(approved(d.path()).unwrap_err().contains("fix or remove"));
+    }
+
+    #[test]
+    fn approve_binds_the_ek_shown_and_rebinds_a_replaced_tpm() {
+        let ek = |f: &str| ShownEk {
+            fingerprint: f.into(),
+            issuer: Some("CN=maker".into()),
+        };
+        let mut m = BTreeMap::new();
+        assert_eq!(
+            approve_pure(&mut m, "a", "t1", Some(&ek("sha256:1"))),
+            Approved::New {
+                ek: Some("sha256:1".into())
+            }
+        );
+        assert_eq!(m["a"].ek_issuer.as_deref(), Some("CN=maker"));
+        assert_eq!(
+            approve_pure(&mut m, "a", "t2", Some(&ek("sha256:1"))),
+            Approved::Already {
+                ek: Some("sha256:1".into())
+            }
+        );
+        assert_eq!(
+            approve_pure(&mut m, "a", "t3", None),
+            Approved::Already {
+                ek: Some("sha256:1".into())
+            },
+            "approving again without a shown EK keeps the binding"
+        );
+        assert_eq!(
+            approve_pure(&mut m, "a", "t4", Some(&ek("sha256:2"))),
+            Approved::EkBound {
+                ek: "sha256:2".into(),
+                replaced: Some("sha256:1".into())
+            }
+        );
+        approve_pure(&mut m, "b", "t5", None);
+        assert_eq!(
+            approve_pure(&mut m, "b", "t6", Some(&ek("sha256:3"))),
+            Approved::EkBound {
+                ek: "sha256:3".into(),
+                replaced: None
+            }
+        );
+        // The file of an older provisioner (no EK fields) still reads.
+        let old: ApprovedDoc =
+            serde_json::from_str(r#"{"version":1,"macs":{"a":{"approved_at":"t"}}}"#).unwrap();
+        assert_eq!(old.macs["a"].ek_fingerprint, None);
+    }
+
+    #[test]
+    fn the_pending_list_keeps_the_ek_a_machine_showed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Pending::open(d.path()).unwrap();
+        let ek = ShownEk {
+            fingerprint: "sha256:1".into(),
+            issuer: None,
+        };
+        assert!(p.note_ek("a", "10.0.0.1", "t1", &ek).unwrap());
+        assert!(!p.note_ek("a", "10.0.0.1", "t2", &ek).unwrap());
+        assert_eq!(pending(d.path()).unwrap()["a"].ek, Some(ek));
     }
 
     #[test]

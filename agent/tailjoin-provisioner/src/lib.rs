@@ -25,6 +25,7 @@ pub mod rate;
 mod server;
 pub mod tokens;
 pub mod tpm;
+pub mod tpm_gate;
 
 use config::{Settings, TlsSettings};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -65,6 +66,10 @@ pub fn main(config_path: &Path, check_only: bool) -> u8 {
         }
     };
     if check_only {
+        if let Err(e) = load_ek_cas(&settings) {
+            eprintln!("tailjoin-provisioner: {}: {e}", config_path.display());
+            return exit::CONFIG;
+        }
         println!(
             "{}: ok; listens on {} ({}), {}",
             config_path.display(),
@@ -104,6 +109,18 @@ pub fn main(config_path: &Path, check_only: bool) -> u8 {
             tracing::error!("{e}");
             exit::CONFIG
         }
+    }
+}
+
+/// `netboot.tpm_ek_ca_files`, read and parsed (`None` when there are none).
+fn load_ek_cas(settings: &Settings) -> Result<Option<tpm::ek_cert::EkCaSet>, String> {
+    match &settings.netboot {
+        Some(nb) if !nb.tpm_ek_ca_files.is_empty() => {
+            tpm::ek_cert::EkCaSet::load(&nb.tpm_ek_ca_files)
+                .map(Some)
+                .map_err(|e| format!("netboot.tpm_ek_ca_files: {e}"))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -254,6 +271,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         settings.tags.join(","),
         settings.audit_log.display(),
     );
+    let ek_cas = load_ek_cas(&settings)?;
     let (issued, pending, netboot_listener) = match &settings.netboot {
         None => (None, None, None),
         Some(nb) => {
@@ -269,21 +287,31 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {} (netboot.listen): {e}", nb.listen))?;
             tracing::info!(
-                "netboot listener on {} (plain http): boot scripts, pixiecore API, {} boot file(s); tokens valid {}s, {} outstanding; {}",
+                "netboot listener on {} (plain http): boot scripts, pixiecore API, {} boot file(s); tokens valid {}s, {} outstanding; {}; TPM {}{}",
                 l.local_addr().map_err(|e| e.to_string())?,
                 1 + nb.initrds.len(),
                 nb.token_ttl.as_secs(),
                 store.outstanding(),
-                if nb.require_approval {
+                if nb.boots_unknown_macs() {
+                    "unknown MACs boot and must prove their TPM"
+                } else if nb.require_approval {
                     "unknown MACs wait for approval"
                 } else {
                     "no approval needed"
+                },
+                nb.tpm.word(),
+                if nb.tpm_ek_ca_files.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} EK CA file(s)", nb.tpm_ek_ca_files.len())
                 },
             );
             (Some(store), Some(pending), Some(l))
         }
     };
     let prov = Arc::new(Provisioner {
+        challenges: Mutex::new(Default::default()),
+        ek_cas,
         limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
         boot_limiter: Mutex::new(rate::RateLimiter::new(settings.rate_limit, Instant::now())),
         admission: admission::MintAdmission::new(settings.admission),

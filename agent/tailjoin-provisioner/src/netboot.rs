@@ -29,6 +29,9 @@ type Reply = Response<Body>;
 
 const CHUNK: u64 = 64 * 1024;
 
+/// The audit's word for a boot given to an unapproved MAC whose TPM must prove it.
+const TPM_TO_PROVE: &str = "tpm_to_prove";
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into())
         .map_err(|e: Infallible| match e {})
@@ -161,6 +164,12 @@ impl Provisioner {
         let decided = self.decide_boot(nb, client, raw_mac);
         let (mac, matched) = match decided {
             Ok(ok) => ok,
+            // Nobody approved this MAC, but its TPM may prove it (`netboot.tpm`): it boots, and
+            // its key request shows its EK; no key is released without that proof.
+            Err(BootRefusal::Pending { mac }) if nb.boots_unknown_macs() => {
+                self.note_pending(client, &mac);
+                (mac, vec![TPM_TO_PROVE])
+            }
             Err(refusal) => return self.refuse_boot(nb, client, base, raw_mac, via, &refusal),
         };
         let issued = match &self.issued {
@@ -195,7 +204,7 @@ impl Provisioner {
                 };
             }
         };
-        if let Some(p) = &self.pending {
+        if let (Some(p), false) = (&self.pending, matched.contains(&TPM_TO_PROVE)) {
             if let Ok(mut p) = p.lock() {
                 if let Err(e) = p.forget(&mac) {
                     tracing::warn!("{e}");
@@ -268,6 +277,20 @@ impl Provisioner {
         Ok((mac, matched))
     }
 
+    /// Puts `mac` on the pending list; `true` the first time it is seen.
+    fn note_pending(&self, client: IpAddr, mac: &str) -> bool {
+        let Some(p) = &self.pending else {
+            return true;
+        };
+        p.lock()
+            .map_err(|_| "pending list poisoned".to_owned())
+            .and_then(|mut p| p.note(mac, &client.to_string(), &rfc3339(SystemTime::now())))
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}");
+                true
+            })
+    }
+
     fn refuse_boot(
         &self,
         nb: &NetbootSettings,
@@ -278,17 +301,10 @@ impl Provisioner {
         refusal: &BootRefusal,
     ) -> Reply {
         let mac = refusal.mac().map(str::to_owned);
-        let mut first_pending = true;
-        if let (BootRefusal::Pending { mac }, Some(p)) = (refusal, &self.pending) {
-            let noted = p
-                .lock()
-                .map_err(|_| "pending list poisoned".to_owned())
-                .and_then(|mut p| p.note(mac, &client.to_string(), &rfc3339(SystemTime::now())));
-            match noted {
-                Ok(first) => first_pending = first,
-                Err(e) => tracing::error!("{e}"),
-            }
-        }
+        let first_pending = match refusal {
+            BootRefusal::Pending { mac } => self.note_pending(client, mac),
+            _ => true,
+        };
         let shown = mac
             .clone()
             .unwrap_or_else(|| super::boot_policy::shown(raw_mac));
@@ -357,6 +373,7 @@ impl Provisioner {
             ephemeral: None,
             tags: None,
             reason,
+            ek_fingerprint: None,
         };
         if let Err(e) = self.audit.write(&line) {
             tracing::error!("{e}");

@@ -2,6 +2,7 @@
 //! machines their iPXE script (or pixiecore's API answer) with a fresh one-time boot token, and
 //! serves the kernel and initrds. Raw JSON (deny unknown fields) → validated [`NetbootSettings`].
 
+use crate::tpm_gate::TpmMode;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,12 @@ pub struct RawNetboot {
     /// neighbour-table entry of the client's IPv4 address); see `l2_check.rs` for what this does
     /// and does not stop [default: false].
     pub l2_check: Option<bool>,
+    /// TPM policy: "required", "when-enrolled" or "off" [default: "when-enrolled"]; see
+    /// `tpm_gate.rs`.
+    pub tpm: Option<String>,
+    /// PEM files of EK certificate authorities (roots and intermediates): a machine whose EK
+    /// certificate chains to one counts as approved without a per-machine `approve`.
+    pub tpm_ek_ca_files: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +56,18 @@ pub struct NetbootSettings {
     pub one_boot_per_mac: bool,
     pub retry_secs: u64,
     pub l2_check: bool,
+    pub tpm: TpmMode,
+    pub tpm_ek_ca_files: Vec<PathBuf>,
+}
+
+impl NetbootSettings {
+    /// Whether a MAC nobody approved gets a boot anyway: its TPM may prove it (a certificate from
+    /// `tpm_ek_ca_files`), or must show its EK for `approve` to bind (`tpm` "required"). No key
+    /// is released to it without that proof.
+    pub fn boots_unknown_macs(&self) -> bool {
+        self.tpm == TpmMode::Required
+            || (self.tpm == TpmMode::WhenEnrolled && !self.tpm_ek_ca_files.is_empty())
+    }
 }
 
 pub const MIN_TOKEN_TTL_SECS: u64 = 30;
@@ -180,7 +199,35 @@ impl RawNetboot {
                 "use 1 to 300 seconds",
             ));
         }
+        let tpm = match self.tpm.as_deref() {
+            None => TpmMode::default(),
+            Some(word) => TpmMode::parse(word).ok_or_else(|| {
+                invalid(
+                    "netboot.tpm",
+                    format!("{word:?} is not a TPM policy"),
+                    &format!("use {}", TpmMode::WORDS),
+                )
+            })?,
+        };
+        let mut tpm_ek_ca_files = Vec::new();
+        for (i, p) in self
+            .tpm_ek_ca_files
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            tpm_ek_ca_files.push(absolute(&format!("netboot.tpm_ek_ca_files[{i}]"), p)?);
+        }
+        if tpm == TpmMode::Off && !tpm_ek_ca_files.is_empty() {
+            return Err(invalid(
+                "netboot.tpm_ek_ca_files",
+                "EK certificate authorities are listed but netboot.tpm is \"off\"".into(),
+                "set netboot.tpm to \"when-enrolled\" or \"required\", or drop tpm_ek_ca_files",
+            ));
+        }
         Ok(NetbootSettings {
+            tpm,
+            tpm_ek_ca_files,
             listen,
             key_url,
             kernel,
@@ -219,6 +266,38 @@ mod tests {
         assert_eq!(s.token_ttl, Duration::from_secs(300));
         assert!(s.require_approval && s.one_boot_per_mac && !s.l2_check);
         assert_eq!((s.retry_secs, s.cmdline.as_str()), (30, ""));
+        assert_eq!(s.tpm, TpmMode::WhenEnrolled);
+        assert!(!s.boots_unknown_macs());
+    }
+
+    #[test]
+    fn tpm_policies_and_who_boots_unknown_macs() {
+        let with = |tpm: &str, cas: serde_json::Value| {
+            let mut v = base();
+            v["tpm"] = tpm.into();
+            v["tpm_ek_ca_files"] = cas;
+            validate(v, false)
+        };
+        assert!(
+            with("required", serde_json::json!([]))
+                .unwrap()
+                .boots_unknown_macs()
+        );
+        assert!(
+            with("when-enrolled", serde_json::json!(["/etc/ek-ca.pem"]))
+                .unwrap()
+                .boots_unknown_macs()
+        );
+        assert!(
+            !with("off", serde_json::json!([]))
+                .unwrap()
+                .boots_unknown_macs()
+        );
+        let e = with("off", serde_json::json!(["/etc/ek-ca.pem"])).unwrap_err();
+        assert!(
+            e.contains("netboot.tpm_ek_ca_files") && e.contains("off"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -248,6 +327,16 @@ mod tests {
             ("token_ttl_secs", 29.into(), "30 to 3600"),
             ("token_ttl_secs", 3601.into(), "30 to 3600"),
             ("retry_secs", 0.into(), "netboot.retry_secs"),
+            (
+                "tpm",
+                "yes".into(),
+                "\"required\", \"when-enrolled\" or \"off\"",
+            ),
+            (
+                "tpm_ek_ca_files",
+                serde_json::json!(["ca.pem"]),
+                "netboot.tpm_ek_ca_files[0]",
+            ),
         ];
         for (field, value, want) in cases {
             let mut v = base();

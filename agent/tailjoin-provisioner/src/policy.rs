@@ -38,13 +38,37 @@ pub enum Refusal {
     TokenOtherMac {
         label: String,
     },
+    /// A MAC booted without approval (for its TPM to prove it) asked without TPM proof.
+    NotApproved {
+        mac: String,
+    },
+    /// `netboot.tpm`: this machine gets keys only with TPM proof (`mac`: the MAC enrolled with
+    /// a TPM; `None` when every machine must prove, "required").
+    TpmRequired {
+        mac: Option<String>,
+    },
+    /// A MAC the request names is enrolled with another TPM.
+    EkMismatch {
+        mac: String,
+        shown: String,
+    },
+    /// The requester's TPM did not unwrap the credential.
+    ActivationFailed,
+    /// The challenge answered is not open: never opened, answered already, or expired.
+    TpmChallengeUnknown,
+    /// The TPM parts of the request cannot be used.
+    TpmMalformed(String),
+    /// Too many TPM challenges outstanding.
+    TpmBusy,
 }
 
 impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::TokenMissing => 401,
-            Refusal::TokenInFlight { .. } => 409,
+            Refusal::TokenInFlight { .. } | Refusal::TpmChallengeUnknown => 409,
+            Refusal::TpmMalformed(_) => 400,
+            Refusal::TpmBusy => 503,
             _ => 403,
         }
     }
@@ -62,6 +86,13 @@ impl Refusal {
             Refusal::TokenRevoked { .. } => "boot_token_revoked",
             Refusal::TokenOtherMac { .. } => "boot_token_other_mac",
             Refusal::L2 { refusal, .. } => refusal.kind(),
+            Refusal::TpmRequired { .. } => "tpm-required",
+            Refusal::NotApproved { .. } => "mac_pending_approval",
+            Refusal::EkMismatch { .. } => "ek-mismatch",
+            Refusal::ActivationFailed => "activation-failed",
+            Refusal::TpmChallengeUnknown => "tpm-challenge-unknown",
+            Refusal::TpmMalformed(_) => "tpm-malformed",
+            Refusal::TpmBusy => "tpm-busy",
         }
     }
 
@@ -92,6 +123,20 @@ impl Refusal {
                 format!("refused: the boot token ({label}) is bound to a MAC address this machine does not report")
             }
             Refusal::L2 { mac, refusal } => refusal.message(mac),
+            Refusal::NotApproved { mac } => format!(
+                "refused: {mac} is not approved; it booted so that its TPM could prove it (an EK certificate from netboot.tpm_ek_ca_files), and it showed none; to let it in without a TPM run on the provisioner: tailjoin-provisioner approve {mac}"
+            ),
+            Refusal::TpmRequired { mac: Some(mac) } => format!(
+                "refused: {mac} is enrolled with a TPM and gets keys only with proof from that TPM (tailjoin with its TPM reachable; netboot.tpm \"when-enrolled\")"
+            ),
+            Refusal::TpmRequired { mac: None } => "refused: keys are released only with TPM proof (netboot.tpm \"required\"); the machine's tailjoin must reach its TPM".into(),
+            Refusal::EkMismatch { mac, shown } => format!(
+                "refused: {mac} is enrolled with another TPM than the one shown (EK {shown}); if its TPM or mainboard was replaced, run on the provisioner: tailjoin-provisioner approve {mac}"
+            ),
+            Refusal::ActivationFailed => "refused: the TPM did not unwrap the credential (activation failed): this is not the TPM the challenge was made for".into(),
+            Refusal::TpmChallengeUnknown => "refused: no such TPM challenge (expired, answered already, or another provisioner's); ask again from the start".into(),
+            Refusal::TpmMalformed(why) => format!("refused: the TPM parts of the request cannot be used: {why}"),
+            Refusal::TpmBusy => "busy: too many TPM challenges are outstanding; retry later".into(),
         }
     }
 }

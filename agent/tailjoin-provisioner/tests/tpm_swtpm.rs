@@ -265,13 +265,14 @@ fn only_the_tpm_holding_the_ek_answers_a_challenge_and_opens_the_sealed_key() {
     const MAC: &str = "52:54:00:12:34:56";
     let a = Tpm::start();
     let b = Tpm::start();
-    let mut challenges = Challenges::default();
+    let mut challenges = Challenges::<()>::default();
     let mut challenge_for = |tpm: &Tpm| -> Challenge {
         challenges
             .open(
                 MAC,
                 &tpm.read("ek.pub"),
                 &tpm.read("ak.pub"),
+                (),
                 1000,
                 &mut rand_core::OsRng,
             )

@@ -17,6 +17,7 @@ pub mod socket_watch;
 pub mod state;
 pub mod status_cmd;
 pub mod systemd;
+pub mod tpm;
 pub mod unit_wait;
 
 // The pieces shared with the provisioner, under the names the agent's modules use.

@@ -52,24 +52,34 @@ impl From<PublicError> for TpmRefusal {
     }
 }
 
-/// What a successful answer yields: who proved what, and the credential to seal the key with.
+/// What a successful answer yields: who proved what, the credential to seal the key with, and
+/// `grant`: what the caller decided when it opened the challenge (kept for it, not looked at).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proven {
+pub struct Proven<G> {
     pub mac: String,
     pub ek_fingerprint: String,
     pub credential: [u8; CREDENTIAL_BYTES],
+    pub grant: G,
 }
 
 #[derive(Debug)]
-struct Open {
-    proven: Proven,
+struct Open<G> {
+    proven: Proven<G>,
     expires_at: u64,
 }
 
 /// The challenges outstanding, by id.
-#[derive(Debug, Default)]
-pub struct Challenges {
-    open: HashMap<String, Open>,
+#[derive(Debug)]
+pub struct Challenges<G> {
+    open: HashMap<String, Open<G>>,
+}
+
+impl<G> Default for Challenges<G> {
+    fn default() -> Self {
+        Challenges {
+            open: HashMap::new(),
+        }
+    }
 }
 
 /// A challenge as it goes to the machine: its id and the wrapped credential.
@@ -80,14 +90,16 @@ pub struct Challenge {
     pub wrapped: WrappedCredential,
 }
 
-impl Challenges {
+impl<G> Challenges<G> {
     /// Opens a challenge for the machine with MAC `mac` presenting these EK and AK public areas
     /// (TPM2B_PUBLIC each). `rng` gives the credential, the id and MakeCredential's randomness.
+    #[allow(clippy::too_many_arguments)]
     pub fn open<R: rand_core::CryptoRngCore>(
         &mut self,
         mac: &str,
         ek_public: &[u8],
         ak_public: &[u8],
+        grant: G,
         now: u64,
         rng: &mut R,
     ) -> Result<Challenge, TpmRefusal> {
@@ -116,6 +128,7 @@ impl Challenges {
                     mac: mac.to_owned(),
                     ek_fingerprint: ek_fingerprint.clone(),
                     credential,
+                    grant,
                 },
                 expires_at: now + CHALLENGE_TTL_SECS,
             },
@@ -129,7 +142,7 @@ impl Challenges {
 
     /// Checks the machine's proof for challenge `id`. The challenge is spent by this call
     /// whatever its outcome, so a wrong guess cannot be followed by another.
-    pub fn answer(&mut self, id: &str, proof: &[u8], now: u64) -> Result<Proven, TpmRefusal> {
+    pub fn answer(&mut self, id: &str, proof: &[u8], now: u64) -> Result<Proven<G>, TpmRefusal> {
         let open = self.open.remove(id).ok_or(TpmRefusal::ChallengeUnknown)?;
         if open.expires_at <= now {
             return Err(TpmRefusal::ChallengeUnknown);
@@ -139,6 +152,11 @@ impl Challenges {
         } else {
             Err(TpmRefusal::ActivationFailed)
         }
+    }
+
+    /// The EK fingerprint challenge `id` was opened for (to name it when its answer fails).
+    pub fn ek_of(&self, id: &str) -> Option<String> {
+        self.open.get(id).map(|o| o.proven.ek_fingerprint.clone())
     }
 
     pub fn outstanding(&self) -> usize {
@@ -158,14 +176,16 @@ mod tests {
     const AK_NAME: &[u8] = include_bytes!("testdata/swtpm-ak.name");
     const MAC: &str = "52:54:00:12:34:56";
 
-    fn credential_of(c: &Challenges, id: &str) -> [u8; CREDENTIAL_BYTES] {
+    fn credential_of(c: &Challenges<()>, id: &str) -> [u8; CREDENTIAL_BYTES] {
         c.open[id].proven.credential
     }
 
     #[test]
     fn the_right_proof_is_accepted_once() {
-        let mut c = Challenges::default();
-        let ch = c.open(MAC, EK, AK, 1000, &mut rand_core::OsRng).unwrap();
+        let mut c = Challenges::<()>::default();
+        let ch = c
+            .open(MAC, EK, AK, (), 1000, &mut rand_core::OsRng)
+            .unwrap();
         assert_eq!(ch.id.len(), 32);
         assert!(ch.ek_fingerprint.starts_with("sha256:"));
         let p = proof(&credential_of(&c, &ch.id), &ch.id);
@@ -180,8 +200,10 @@ mod tests {
 
     #[test]
     fn a_wrong_proof_fails_activation_and_spends_the_challenge() {
-        let mut c = Challenges::default();
-        let ch = c.open(MAC, EK, AK, 1000, &mut rand_core::OsRng).unwrap();
+        let mut c = Challenges::<()>::default();
+        let ch = c
+            .open(MAC, EK, AK, (), 1000, &mut rand_core::OsRng)
+            .unwrap();
         let right = proof(&credential_of(&c, &ch.id), &ch.id);
         let wrong = proof(&[0u8; 32], &ch.id);
         assert_eq!(
@@ -197,8 +219,10 @@ mod tests {
 
     #[test]
     fn challenges_expire_and_are_bounded() {
-        let mut c = Challenges::default();
-        let ch = c.open(MAC, EK, AK, 1000, &mut rand_core::OsRng).unwrap();
+        let mut c = Challenges::<()>::default();
+        let ch = c
+            .open(MAC, EK, AK, (), 1000, &mut rand_core::OsRng)
+            .unwrap();
         let p = proof(&credential_of(&c, &ch.id), &ch.id);
         assert_eq!(
             c.answer(&ch.id, &p, 1000 + CHALLENGE_TTL_SECS),
@@ -212,29 +236,30 @@ mod tests {
                         mac: MAC.into(),
                         ek_fingerprint: String::new(),
                         credential: [0; 32],
+                        grant: (),
                     },
                     expires_at: 2000,
                 },
             );
         }
         assert!(matches!(
-            c.open(MAC, EK, AK, 1999, &mut rand_core::OsRng),
+            c.open(MAC, EK, AK, (), 1999, &mut rand_core::OsRng),
             Err(TpmRefusal::Busy)
         ));
         // Once they have expired they make room.
-        assert!(c.open(MAC, EK, AK, 2000, &mut rand_core::OsRng).is_ok());
+        assert!(c.open(MAC, EK, AK, (), 2000, &mut rand_core::OsRng).is_ok());
         assert_eq!(c.outstanding(), 1);
     }
 
     #[test]
     fn the_ek_and_ak_are_checked_and_their_names_are_the_tpms() {
-        let mut c = Challenges::default();
+        let mut c = Challenges::<()>::default();
         let swapped = c
-            .open(MAC, AK, EK, 1000, &mut rand_core::OsRng)
+            .open(MAC, AK, EK, (), 1000, &mut rand_core::OsRng)
             .unwrap_err();
         assert_eq!(swapped.reason(), "tpm-malformed");
         let cut = c
-            .open(MAC, &EK[..100], AK, 1000, &mut rand_core::OsRng)
+            .open(MAC, &EK[..100], AK, (), 1000, &mut rand_core::OsRng)
             .unwrap_err();
         assert!(matches!(cut, TpmRefusal::Malformed(m) if m.contains("EK public area")));
         let ak = TpmPublic::parse_tpm2b(AK, "AK").unwrap();

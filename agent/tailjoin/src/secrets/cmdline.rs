@@ -2,15 +2,17 @@
 //! `tailjoin.boot_token=TOKEN` is a one-time token for it (what an iPXE script passes to each
 //! machine). `tailjoin.auth_key=KEY`, the key itself, is honoured only with `allow_key`:
 //! /proc/cmdline is readable by every local user and the boot script by anyone who can fetch it.
+//! `tailjoin.tpm=auto|required|off` overrides the source's `tpm` setting.
 
 use super::http;
-use crate::config::{CmdlineSource, RetryPolicy};
+use crate::config::{CmdlineSource, RetryPolicy, TpmMode, TpmPolicy};
 use crate::error::SecretError;
 use secrecy::SecretString;
 
 pub const KEY_URL: &str = "tailjoin.key_url";
 pub const BOOT_TOKEN: &str = "tailjoin.boot_token";
 pub const AUTH_KEY: &str = "tailjoin.auth_key";
+pub const TPM: &str = "tailjoin.tpm";
 
 /// The tailjoin parameters found on a command line.
 #[derive(Debug, Default)]
@@ -18,6 +20,8 @@ pub struct CmdlineParams {
     pub key_url: Option<String>,
     pub boot_token: Option<SecretString>,
     pub auth_key: Option<SecretString>,
+    /// `tailjoin.tpm=` as written (checked when it is used).
+    pub tpm: Option<String>,
 }
 
 /// Splits a kernel command line the way the kernel does: words separated by spaces, double
@@ -33,6 +37,7 @@ pub fn parse(text: &str) -> CmdlineParams {
             KEY_URL => out.key_url = Some(value),
             BOOT_TOKEN => out.boot_token = Some(SecretString::from(value)),
             AUTH_KEY => out.auth_key = Some(SecretString::from(value)),
+            TPM => out.tpm = Some(value),
             _ => drop(SecretString::from(value)),
         }
     }
@@ -107,8 +112,15 @@ pub(crate) async fn read(src: &CmdlineSource, retry: &RetryPolicy) -> Result<Str
             "give an https:// URL (auth_key.kernel_cmdline.ca_file for a home-lab CA), or set allow_plain_http on a link you trust",
         )
     })?;
+    let tpm = tpm_policy(params.tpm.as_deref(), &src.http.tpm).map_err(|r| {
+        unavailable(
+            r,
+            "use tailjoin.tpm=auto, tailjoin.tpm=required or tailjoin.tpm=off",
+        )
+    })?;
     let target = crate::config::HttpKeySource {
         url,
+        tpm,
         ..src.http.clone()
     };
     let token = params
@@ -121,6 +133,28 @@ pub(crate) async fn read(src: &CmdlineSource, retry: &RetryPolicy) -> Result<Str
         })
         .transpose()?;
     http::fetch(&target, token.as_ref(), retry).await
+}
+
+/// The TPM policy: `tailjoin.tpm=` when given (it wins), else the configured one.
+fn tpm_policy(param: Option<&str>, configured: &TpmPolicy) -> Result<TpmPolicy, String> {
+    let Some(value) = param else {
+        return Ok(configured.clone());
+    };
+    match TpmMode::parse(value.trim()) {
+        Some(mode) => Ok(TpmPolicy {
+            mode,
+            set_by: format!("the kernel parameter {TPM}={}", mode.as_str()),
+        }),
+        None => Err(format!(
+            "{TPM}={:?} is not a TPM mode (allowed: {})",
+            value
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(32)
+                .collect::<String>(),
+            TpmMode::VALUES
+        )),
+    }
 }
 
 /// The URL, if it is http(s) with a host and no credentials. The problem in words otherwise
@@ -162,6 +196,33 @@ mod tests {
         assert_eq!(p.key_url.as_deref(), Some("y"));
         let p = parse("");
         assert!(p.key_url.is_none() && p.boot_token.is_none());
+    }
+
+    #[test]
+    fn the_tpm_parameter_overrides_the_setting_and_a_bad_value_names_the_allowed_ones() {
+        let configured = TpmPolicy {
+            mode: TpmMode::Auto,
+            set_by: "auth_key.kernel_cmdline.tpm".into(),
+        };
+        let p = parse("quiet tailjoin.tpm=required tailjoin.key_url=https://p/k");
+        assert_eq!(p.tpm.as_deref(), Some("required"));
+        let got = tpm_policy(p.tpm.as_deref(), &configured).unwrap();
+        assert_eq!(got.mode, TpmMode::Required);
+        assert!(
+            got.set_by.contains("tailjoin.tpm=required"),
+            "{}",
+            got.set_by
+        );
+        assert_eq!(tpm_policy(None, &configured).unwrap(), configured);
+        assert_eq!(
+            tpm_policy(Some("off"), &configured).unwrap().mode,
+            TpmMode::Off
+        );
+        let e = tpm_policy(Some("maybe"), &configured).unwrap_err();
+        assert!(
+            e.contains("tailjoin.tpm=\"maybe\"") && e.contains("auto, required or off"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A key fetched over HTTP(S): a GET, or a POST carrying the machine's identity, to a URL on a
 //! provisioning server. Optional bearer token (read from a credential or a file), custom CA
 //! bundle for home-lab TLS, strict timeouts, a response size limit, raw or JSON responses, and
-//! retries with backoff for transient failures only.
+//! retries with backoff for transient failures only. A POST proves the machine's TPM when it
+//! has one and the `tpm` setting allows ([`super::http_tpm`]).
 
 use super::KeyContext;
 use super::identity::MachineIdentity;
@@ -11,10 +12,10 @@ use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A failed attempt, and whether another attempt may help.
-struct Attempt {
-    transient: bool,
-    reason: String,
-    fix: String,
+pub(super) struct Attempt {
+    pub(super) transient: bool,
+    pub(super) reason: String,
+    pub(super) fix: String,
 }
 
 pub(crate) async fn read(
@@ -52,9 +53,15 @@ pub(super) async fn fetch(
         HttpMethod::Post => Some(MachineIdentity::gather()),
         HttpMethod::Get => None,
     };
+    let tpm = match identity {
+        Some(_) => super::http_tpm::prepare(src)
+            .await
+            .map_err(|a| unavailable(a.reason, a.fix))?,
+        None => None,
+    };
     let backoff = retry.key_fetch_backoff();
     let last = super::LastFailure::default();
-    let fetch = || fetch_once(&client, src, token, identity.as_ref());
+    let fetch = || fetch_once(&client, src, token, identity.as_ref(), tpm.as_ref());
     let attempts =
         fetch
             .retry(backoff)
@@ -67,10 +74,14 @@ pub(super) async fn fetch(
                     delay.as_secs_f64()
                 );
             });
-    match tokio::time::timeout(retry.key_fetch_deadline, attempts).await {
+    let result = match tokio::time::timeout(retry.key_fetch_deadline, attempts).await {
         Ok(result) => result.map_err(|a| unavailable(a.reason, a.fix)),
         Err(_) => Err(super::deadline_passed(&source_name, retry, &last)),
+    };
+    if let Some(tpm) = tpm {
+        tpm.close().await;
     }
+    result
 }
 
 async fn fetch_once(
@@ -78,8 +89,26 @@ async fn fetch_once(
     src: &HttpKeySource,
     token: Option<&SecretString>,
     identity: Option<&MachineIdentity>,
+    tpm: Option<&super::http_tpm::TpmSession>,
 ) -> Result<String, Attempt> {
-    let mut req = match (src.method, identity) {
+    if let (Some(id), Some(tpm)) = (identity, tpm) {
+        return super::http_tpm::exchange(client, src, token, id, tpm).await;
+    }
+    let body = request(client, src, token, identity, status_error).await?;
+    parse_body(body, &src.response)
+}
+
+/// One request: a POST of `body` (with a POST source), else a GET. The body of a 2xx answer;
+/// any other status is read by `on_status` (the status, what the server said, whether a token
+/// was sent).
+pub(super) async fn request(
+    client: &reqwest::Client,
+    src: &HttpKeySource,
+    token: Option<&SecretString>,
+    body: Option<&MachineIdentity>,
+    on_status: impl FnOnce(reqwest::StatusCode, &str, bool) -> Attempt,
+) -> Result<Vec<u8>, Attempt> {
+    let mut req = match (src.method, body) {
         (HttpMethod::Post, Some(id)) => client.post(src.url.clone()).json(id),
         _ => client.get(src.url.clone()),
     };
@@ -92,9 +121,9 @@ async fn fetch_once(
         // The body of an error may say why: its start is shown redacted and short; the rest is
         // not read (a hostile server may send gigabytes).
         let said = crate::http_client::error_excerpt(resp).await;
-        return Err(status_error(status, &said, token.is_some()));
+        return Err(on_status(status, &said, token.is_some()));
     }
-    let body = crate::http_client::read_capped(&mut resp, src.max_response_bytes)
+    crate::http_client::read_capped(&mut resp, src.max_response_bytes)
         .await
         .map_err(|e| match e {
             crate::http_client::BodyError::TooLarge { limit } => Attempt {
@@ -103,12 +132,11 @@ async fn fetch_once(
                 fix: "the server must answer with just the key (or a small JSON object)".into(),
             },
             crate::http_client::BodyError::Transport(e) => transport_error(e),
-        })?;
-    parse_body(body, &src.response)
+        })
 }
 
 /// The key out of a successful response's body, raw or from a JSON field.
-fn parse_body(body: Vec<u8>, format: &ResponseFormat) -> Result<String, Attempt> {
+pub(super) fn parse_body(body: Vec<u8>, format: &ResponseFormat) -> Result<String, Attempt> {
     let text = String::from_utf8(body).map_err(|e| {
         drop(SecretString::from(
             String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -164,7 +192,7 @@ fn extract_json_field(text: String, field: &str) -> Result<String, Attempt> {
 }
 
 /// `said` is the server's explanation as [`crate::http_client::error_excerpt`] gives it.
-fn status_error(status: reqwest::StatusCode, said: &str, has_token: bool) -> Attempt {
+pub(super) fn status_error(status: reqwest::StatusCode, said: &str, has_token: bool) -> Attempt {
     let code = status.as_u16();
     let (transient, fix) = match code {
         401 if has_token => (

@@ -6,6 +6,8 @@
 pub mod cmdline;
 pub(crate) mod env;
 pub(crate) mod http;
+mod http_tpm;
+mod tpm_exchange;
 pub use http::parse_key_response;
 pub use tailjoin_common::secrets::{
     KeyContext, MAX_KEY_BYTES, credential, file, identity, normalize, one_token, read_bounded,

@@ -45,6 +45,9 @@ pub struct RawCmdlineSource {
     pub max_response_bytes: Option<u64>,
     /// Accept an http:// `tailjoin.key_url`.
     pub allow_plain_http: Option<bool>,
+    /// Prove the machine's TPM to the provisioner: `auto` (default), `required` or `off`; the
+    /// kernel parameter `tailjoin.tpm=` overrides it.
+    pub tpm: Option<TpmMode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -68,6 +71,9 @@ pub struct RawHttpSource {
     pub max_response_bytes: Option<u64>,
     /// Accept an http:// URL (the key then crosses the network in clear text).
     pub allow_plain_http: Option<bool>,
+    /// With `post`: prove the machine's TPM (a TPM-proven request, see `tailjoin_common::wire`):
+    /// `auto` (default: when the machine has a TPM), `required` or `off`.
+    pub tpm: Option<TpmMode>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -84,4 +90,42 @@ pub enum ResponseKind {
     #[default]
     Raw,
     Json,
+}
+
+/// Whether a POST to a provisioner proves the machine's TPM (its EK and an AK, then
+/// TPM2_ActivateCredential of the provisioner's challenge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TpmMode {
+    /// When the machine has a TPM (`TAILJOIN_TPM_TCTI` is set or /dev/tpmrm0 exists); if it
+    /// cannot be used, a warning says why and the request goes without.
+    #[default]
+    Auto,
+    /// Always: no usable TPM is an error.
+    Required,
+    /// Never.
+    Off,
+}
+
+impl TpmMode {
+    /// The allowed values, as written.
+    pub const VALUES: &'static str = "auto, required or off";
+
+    /// A value as written in the configuration or on the kernel command line.
+    pub fn parse(value: &str) -> Option<TpmMode> {
+        match value {
+            "auto" => Some(TpmMode::Auto),
+            "required" => Some(TpmMode::Required),
+            "off" => Some(TpmMode::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TpmMode::Auto => "auto",
+            TpmMode::Required => "required",
+            TpmMode::Off => "off",
+        }
+    }
 }

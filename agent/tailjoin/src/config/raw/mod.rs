@@ -9,7 +9,7 @@ mod health;
 
 pub use auth_key::{
     HttpMethod, RawCmdlineSource, RawHeadscaleMint, RawHttpSource, RawKeySource, RawTailscaleOAuth,
-    RawTokenSource, ResponseKind,
+    RawTokenSource, ResponseKind, TpmMode,
 };
 pub use health::{RawHealth, RawPingUrl, RawWebhook};
 

@@ -1,7 +1,7 @@
 //! Where the key comes from, validated: a stored key (file, credential, environment), a
 //! provisioning server, the kernel command line, or a minting API.
 
-use crate::config::raw::HttpMethod;
+use crate::config::raw::{HttpMethod, TpmMode};
 use std::path::PathBuf;
 use std::time::Duration;
 pub use tailjoin_common::config::{HeadscaleApi, MintApi, TailscaleApi, TokenSource, UserRef};
@@ -44,6 +44,16 @@ pub struct HttpKeySource {
     pub response: ResponseFormat,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// Whether a POST proves the machine's TPM.
+    pub tpm: TpmPolicy,
+}
+
+/// Whether a POST proves the machine's TPM, and the setting that said so (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmPolicy {
+    pub mode: TpmMode,
+    /// `auth_key.http.tpm`, `auth_key.kernel_cmdline.tpm` or the kernel parameter.
+    pub set_by: String,
 }
 
 impl HttpKeySource {

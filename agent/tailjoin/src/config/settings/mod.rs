@@ -5,7 +5,7 @@ mod health;
 
 pub use auth_key::{
     CmdlineSource, HeadscaleApi, HttpKeySource, KeySource, MintApi, MintSource, ResponseFormat,
-    TailscaleApi, TokenSource, UserRef,
+    TailscaleApi, TokenSource, TpmPolicy, UserRef,
 };
 pub use health::{
     DEFAULT_FLUSH_TIMEOUT_SECS, DEFAULT_HEARTBEAT_SECS, DEFAULT_PUSH_ATTEMPTS,

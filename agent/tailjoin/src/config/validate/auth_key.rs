@@ -5,9 +5,11 @@ use super::fields::{
     absolute_path, invalid, validate_credential_name, validate_credential_or_file,
 };
 use super::mint::{validate_expiry, validate_headscale, validate_tailscale};
-use crate::config::raw::{HttpMethod, RawCmdlineSource, RawHttpSource, RawKeySource, ResponseKind};
+use crate::config::raw::{
+    HttpMethod, RawCmdlineSource, RawHttpSource, RawKeySource, ResponseKind, TpmMode,
+};
 use crate::config::settings::{
-    CmdlineSource, HttpKeySource, KeySource, MintApi, MintSource, ResponseFormat,
+    CmdlineSource, HttpKeySource, KeySource, MintApi, MintSource, ResponseFormat, TpmPolicy,
 };
 use crate::error::ConfigError;
 use std::time::Duration;
@@ -191,14 +193,28 @@ fn validate_http_source(field: &str, h: RawHttpSource) -> Result<HttpKeySource, 
             "use 64 to 1048576 bytes",
         ));
     }
+    let method = h.method.unwrap_or_default();
+    let tpm = TpmPolicy {
+        mode: h.tpm.unwrap_or_default(),
+        set_by: format!("{field}.tpm"),
+    };
+    if tpm.mode == TpmMode::Required && method == HttpMethod::Get {
+        return Err(invalid(
+            &tpm.set_by,
+            "a TPM-proven request is a POST (it sends the TPM's keys), but method is \"get\""
+                .into(),
+            "set method to \"post\", or tpm to \"auto\" or \"off\"",
+        ));
+    }
     Ok(HttpKeySource {
         url,
-        method: h.method.unwrap_or_default(),
+        method,
         bearer_token,
         ca_file: h.ca_file,
         response,
         timeout: Duration::from_secs(timeout_secs),
         max_response_bytes: max as usize,
+        tpm,
     })
 }
 
@@ -224,6 +240,7 @@ fn validate_cmdline_source(c: RawCmdlineSource) -> Result<CmdlineSource, ConfigE
             timeout_secs: Some(c.timeout_secs.unwrap_or(CMDLINE_TIMEOUT_SECS)),
             max_response_bytes: c.max_response_bytes,
             allow_plain_http: Some(allow_plain_http),
+            tpm: c.tpm,
         },
     )?;
     Ok(CmdlineSource {
@@ -275,6 +292,66 @@ mod tests {
         .unwrap()
         .validate();
         assert!(plain.is_ok());
+    }
+
+    #[test]
+    fn the_tpm_setting_defaults_to_auto_names_its_field_and_refuses_other_values() {
+        use crate::config::TpmMode;
+        let http = |extra: &str| {
+            parse(&format!(
+                r#"{{"auth_key": {{"http": {{"url": "https://p/k", "method": "post"{extra}}}}}}}"#
+            ))
+            .and_then(|raw| raw.validate())
+        };
+        let KeySource::Http(h) = http("").unwrap().auth_key else {
+            panic!("not http")
+        };
+        assert_eq!(h.tpm.mode, TpmMode::Auto);
+        assert_eq!(h.tpm.set_by, "auth_key.http.tpm");
+        for (value, mode) in [
+            ("auto", TpmMode::Auto),
+            ("required", TpmMode::Required),
+            ("off", TpmMode::Off),
+        ] {
+            let KeySource::Http(h) = http(&format!(r#", "tpm": "{value}""#)).unwrap().auth_key
+            else {
+                panic!("not http")
+            };
+            assert_eq!(h.tpm.mode, mode);
+            assert_eq!(TpmMode::parse(value), Some(mode));
+            assert_eq!(mode.as_str(), value);
+        }
+        let e = http(r#", "tpm": "yes""#).unwrap_err().to_string();
+        assert!(e.contains("auth_key.http.tpm"), "{e}");
+        assert!(
+            e.contains("auto") && e.contains("required") && e.contains("off"),
+            "{e}"
+        );
+        assert_eq!(TpmMode::parse("Auto"), None);
+
+        // A TPM-proven request is a POST: required with a GET is refused, auto is not.
+        let get = |tpm: &str| {
+            parse(&format!(
+                r#"{{"auth_key": {{"http": {{"url": "https://p/k", "tpm": "{tpm}"}}}}}}"#
+            ))
+            .and_then(|raw| raw.validate())
+        };
+        let e = get("required").unwrap_err().to_string();
+        assert!(e.contains("auth_key.http.tpm") && e.contains("post"), "{e}");
+        assert!(get("auto").is_ok() && get("off").is_ok());
+
+        let cmdline = parse(r#"{"auth_key": {"kernel_cmdline": {"tpm": "required"}}}"#)
+            .and_then(|raw| raw.validate())
+            .unwrap();
+        let KeySource::KernelCmdline(c) = cmdline.auth_key else {
+            panic!("not kernel_cmdline")
+        };
+        assert_eq!(c.http.tpm.mode, TpmMode::Required);
+        assert_eq!(c.http.tpm.set_by, "auth_key.kernel_cmdline.tpm");
+        let e = parse(r#"{"auth_key": {"kernel_cmdline": {"tpm": 1}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth_key.kernel_cmdline.tpm"), "{e}");
     }
 
     #[test]

@@ -13,19 +13,24 @@ use super::policy::check_network;
 use super::policy::{KeyRequest, Refusal, check_lists};
 use super::rate::RateLimiter;
 use super::tokens::{BootTokens, Reservation};
+use super::tpm::challenge::Challenges;
+use super::tpm_gate::{TpmMode, gate_plain};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tailjoin_common::mint::{MintRequest, mint};
 use tailjoin_common::time::rfc3339;
-use tailjoin_common::wire::KeyAnswer;
+
+mod mint_answer;
+mod tpm_steps;
+
+pub use tpm_steps::ChallengeGrant;
 
 /// Largest request body read (an identity is a few hundred bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -43,6 +48,10 @@ pub struct Provisioner {
     pub pending: Option<Mutex<Pending>>,
     /// A few mints at a time; the other key requests wait their turn.
     pub admission: MintAdmission,
+    /// TPM-proven requests between their two steps.
+    pub challenges: Mutex<Challenges<ChallengeGrant>>,
+    /// `netboot.tpm_ek_ca_files`, loaded.
+    pub ek_cas: Option<super::tpm::ek_cert::EkCaSet>,
 }
 
 /// The token a request holds while its key is minted.
@@ -194,7 +203,7 @@ impl Provisioner {
                 );
             }
         };
-        let ident: KeyRequest = if is_post && !body.is_empty() {
+        let mut ident: KeyRequest = if is_post && !body.is_empty() {
             match serde_json::from_slice(&body) {
                 Ok(i) => i,
                 Err(e) => {
@@ -210,161 +219,108 @@ impl Provisioner {
             KeyRequest::default()
         };
 
+        if self.tpm_mode() != TpmMode::Off {
+            if let Some(proof) = ident.tpm_proof.take() {
+                return self.tpm_step2(client, &ident, token, &proof).await;
+            }
+            if let Some(evidence) = ident.tpm.take() {
+                return self.tpm_step1(client, &ident, &evidence);
+            }
+        }
+        let (matched, held) = match self.authorize_plain(client, &ident, token) {
+            Ok(ok) => ok,
+            Err(reply) => return *reply,
+        };
+        self.mint_and_answer(client, &ident, matched, held, None)
+            .await
+    }
+
+    /// The TPM policy in force (`off` without a netboot section).
+    fn tpm_mode(&self) -> TpmMode {
+        self.settings
+            .netboot
+            .as_ref()
+            .map_or(TpmMode::Off, |n| n.tpm)
+    }
+
+    /// A request without TPM proof: the allowlists and the boot token decide, and `netboot.tpm`
+    /// may demand proof for this machine.
+    fn authorize_plain(
+        &self,
+        client: IpAddr,
+        ident: &KeyRequest,
+        token: Option<SecretString>,
+    ) -> Result<(Vec<&'static str>, Held), Box<Reply>> {
+        if self.tpm_mode() == TpmMode::Required {
+            return Err(Box::new(self.refuse(
+                client,
+                ident,
+                None,
+                &Refusal::TpmRequired { mac: None },
+            )));
+        }
+        let (matched, held) = self.authorize_token(client, ident, token)?;
+        let token_mac = match &held {
+            Held::Issued(r) => Some(r.mac.clone()),
+            _ => None,
+        };
+        let macs = token_mac.map_or_else(|| ident.macs(), |m| vec![m]);
+        let approved = super::enrol::approved(&self.settings.state_dir).unwrap_or_default();
+        if let Err(mac) = gate_plain(self.tpm_mode(), macs.iter().map(String::as_str), &approved) {
+            let label = held.label();
+            self.release(held);
+            return Err(Box::new(self.refuse(
+                client,
+                ident,
+                label,
+                &Refusal::TpmRequired { mac },
+            )));
+        }
+        Ok((matched, held))
+    }
+
+    /// The boot-token and allowlist part of a request's authorization.
+    fn authorize_token(
+        &self,
+        client: IpAddr,
+        ident: &KeyRequest,
+        token: Option<SecretString>,
+    ) -> Result<(Vec<&'static str>, Held), Box<Reply>> {
         let issued_token = match (&self.issued, &token) {
             (Some(store), Some(tok)) => store.lock().map(|s| s.knows(tok)).unwrap_or(false),
             _ => false,
         };
-        let (mut matched, held) = if issued_token {
-            match self.hold_issued(client, &ident, token.as_ref()) {
-                Ok(ok) => ok,
-                Err(reply) => return *reply,
-            }
-        } else if token.is_some() && self.issued.is_some() && self.tokens.is_none() {
+        if issued_token {
+            return self.hold_issued(client, ident, token.as_ref());
+        }
+        if token.is_some() && self.issued.is_some() && self.tokens.is_none() {
             // Netboot is on and no pre-shared tokens are configured: a token we do not know is
             // an expired-and-forgotten or made-up one.
-            return self.refuse(client, &ident, None, &Refusal::TokenUnknown);
-        } else {
-            let matched = match check_lists(&self.settings.allow, client, &ident, token.is_some()) {
-                Ok(m) => m,
-                Err(refusal) => return self.refuse(client, &ident, None, &refusal),
-            };
-            let held = match (&self.tokens, &token) {
-                (Some(tokens), Some(tok)) => {
-                    let reserved = match tokens.lock() {
-                        Ok(mut t) => t.reserve(tok),
-                        Err(_) => return text(500, "internal error (token store)"),
-                    };
-                    match reserved {
-                        Ok(r) => Held::PreShared(r),
-                        Err(refusal) => return self.refuse(client, &ident, None, &refusal),
+            return Err(Box::new(self.refuse(
+                client,
+                ident,
+                None,
+                &Refusal::TokenUnknown,
+            )));
+        }
+        let matched = check_lists(&self.settings.allow, client, ident, token.is_some())
+            .map_err(|refusal| Box::new(self.refuse(client, ident, None, &refusal)))?;
+        let held = match (&self.tokens, &token) {
+            (Some(tokens), Some(tok)) => {
+                let reserved = match tokens.lock() {
+                    Ok(mut t) => t.reserve(tok),
+                    Err(_) => return Err(Box::new(text(500, "internal error (token store)"))),
+                };
+                match reserved {
+                    Ok(r) => Held::PreShared(r),
+                    Err(refusal) => {
+                        return Err(Box::new(self.refuse(client, ident, None, &refusal)));
                     }
                 }
-                _ => Held::None,
-            };
-            (matched, held)
-        };
-        drop(token);
-        let held = HeldGuard {
-            prov: self,
-            held: Some(held),
-        };
-        let label = held.label();
-
-        // Wait for a turn to mint. A client that gives up meanwhile drops this future: the guard
-        // gives its token back and nothing is minted.
-        let turn = match self.admission.admit().await {
-            Ok(turn) => turn,
-            Err(busy) => {
-                held.release();
-                tracing::warn!(
-                    tailjoin_client = %client,
-                    "mint queue full: {} waited {}s for a turn ({} more waiting); answered 503, retry in {}s",
-                    ident.hostname_for_log(),
-                    self.settings.admission.queue_wait.as_secs(),
-                    busy.waiting,
-                    busy.retry_after.as_secs()
-                );
-                return retry_later(
-                    503,
-                    "busy: too many machines are getting keys at once; retry later",
-                    busy.retry_after,
-                );
             }
+            _ => Held::None,
         };
-        if turn.waited >= Duration::from_secs(1) {
-            tracing::info!(
-                tailjoin_client = %client,
-                "{} waited {:.1}s for a turn to mint ({} still waiting)",
-                ident.hostname_for_log(),
-                turn.waited.as_secs_f64(),
-                turn.behind
-            );
-        }
-
-        let request = MintRequest {
-            tags: self.settings.tags.clone(),
-            ephemeral: self.settings.ephemeral,
-            expiry: self.settings.key_expiry,
-            description: format!("tailjoin-provision {}", ident.hostname_for_log()),
-        };
-        let minted = match mint(
-            &self.settings.mint,
-            &request,
-            self.credentials_dir.as_deref(),
-        )
-        .await
-        {
-            Ok(m) => m,
-            Err(f) => {
-                drop(turn);
-                held.release();
-                tracing::error!(
-                    tailjoin_client = %client,
-                    "cannot mint a key for {} ({client}): {}; {}",
-                    ident.hostname_for_log(),
-                    f.reason,
-                    f.fix
-                );
-                self.audit_or_log(&AuditLine {
-                    reason: Some(format!("mint_failed: {}", f.reason)),
-                    boot_token: label,
-                    ..self.line("refused", client, &ident)
-                });
-                return text(
-                    502,
-                    format!("the control server could not mint a key: {}", f.reason),
-                );
-            }
-        };
-
-        // Built before anything records the key as handed out: the answer is borrowed parts
-        // (strings, a bool, a list), which serialise without fail.
-        let body = match serde_json::to_string(&KeyAnswer {
-            key: minted.key.expose_secret(),
-            id: &minted.id,
-            expires: minted.expires.as_deref(),
-            ephemeral: self.settings.ephemeral,
-            tags: &self.settings.tags,
-        }) {
-            Ok(text) => SecretString::from(text),
-            Err(e) => {
-                tracing::error!(
-                    "not handing out key {}: cannot encode the answer: {e}",
-                    minted.id
-                );
-                return text(500, "internal error: cannot encode the answer");
-            }
-        };
-        drop(turn);
-        if let Err(e) = held.commit() {
-            tracing::error!("not handing out key {}: {e}", minted.id);
-            return text(500, "internal error: cannot record the boot token as used");
-        }
-
-        matched.sort_unstable();
-        let line = AuditLine {
-            boot_token: label,
-            matched,
-            key_id: Some(minted.id.clone()),
-            expires: minted.expires.clone(),
-            ephemeral: Some(self.settings.ephemeral),
-            tags: Some(self.settings.tags.clone()),
-            ..self.line("issued", client, &ident)
-        };
-        if let Err(e) = self.audit.write(&line) {
-            tracing::error!("not handing out key {}: {e}", minted.id);
-            return text(500, "internal error: cannot write the audit log");
-        }
-        tracing::info!(
-            tailjoin_client = %client,
-            tailjoin_key_id = minted.id.as_str(),
-            "issued key {} to {} ({client}, MACs {}){}",
-            minted.id,
-            ident.hostname_for_log(),
-            ident.macs().join(","),
-            line.boot_token.as_deref().map(|l| format!(", boot token {l}")).unwrap_or_default()
-        );
-        reply(200, "application/json", body.expose_secret().to_owned())
+        Ok((matched, held))
     }
 
     /// Checks and reserves a netboot-issued token: the network list, the token's state, its MAC
@@ -411,6 +367,24 @@ impl Provisioner {
             .is_none_or(|n| n.require_approval);
         let approved = super::enrol::approved(&self.settings.state_dir).unwrap_or_default();
         if !mac_still_allowed(&self.settings.allow, require, &approved, &r.mac) {
+            if self
+                .settings
+                .netboot
+                .as_ref()
+                .is_some_and(|n| n.boots_unknown_macs())
+            {
+                // Booted unapproved for its TPM to prove it; without a TPM it gets nothing.
+                if let Ok(mut s) = store.lock() {
+                    s.release(&r);
+                }
+                let refusal = Refusal::NotApproved { mac: r.mac.clone() };
+                return Err(Box::new(self.refuse(
+                    client,
+                    ident,
+                    Some(r.label.clone()),
+                    &refusal,
+                )));
+            }
             let refusal = Refusal::TokenRevoked {
                 label: r.label.clone(),
             };
@@ -484,6 +458,7 @@ impl Provisioner {
             ephemeral: None,
             tags: None,
             reason: None,
+            ek_fingerprint: None,
         }
     }
 
