@@ -42,6 +42,17 @@ in {
         lab, wrong wherever someone else can reach the console.
       '';
     };
+    tpm = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Let tailjoin prove the machine's TPM 2.0 (a discrete TPM, or the firmware TPM of
+        Intel PTT / AMD fTPM) with its key request, so the provisioner can release the key to
+        that TPM alone (`services.tailjoin-provisioner.netboot.tpm`): the TPM kernel drivers and
+        the resource manager `/dev/tpmrm0` (`security.tpm2`). A machine without a TPM boots as
+        before (tailjoin's `tpm = "auto"` sends the plain request).
+      '';
+    };
     trustTailnet = mkOption {
       type = types.bool;
       default = true;
@@ -83,6 +94,12 @@ in {
         root.initialHashedPassword = lib.mkOverride 40 "!";
         nixos.initialHashedPassword = lib.mkOverride 40 "!";
       };
+    })
+    (lib.mkIf cfg.tpm {
+      security.tpm2.enable = true;
+      # Loaded by udev from the firmware's ACPI tables anyway; listed so a trimmed kernel
+      # configuration fails the build rather than the join.
+      boot.kernelModules = ["tpm_crb" "tpm_tis"];
     })
     (lib.mkIf cfg.trustTailnet {
       networking.firewall = {

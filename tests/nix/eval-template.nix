@@ -60,6 +60,8 @@
       })) {};
       fileSystems = option (types.attrsOf (types.attrsOf types.str)) {};
       boot.loader = option (types.attrsOf types.anything) {};
+      boot.kernelModules = option (types.listOf types.str) [];
+      security.tpm2.enable = option types.bool false;
       system = {
         stateVersion = option types.str null;
         # What nixpkgs' netboot profile builds, made up.
@@ -161,6 +163,16 @@ in {
         && machine.users.users.root.openssh.authorizedKeys.keys != []
         && machine.services.openssh.enable)
       machineJSON)
+    (test "template: the machine has its TPM (security.tpm2, the TPM drivers) and tailjoin may open /dev/tpmrm0"
+      (machine.security.tpm2.enable
+        && lib.all (m: lib.elem m machine.boot.kernelModules) ["tpm_crb" "tpm_tis"]
+        && machine.systemd.services.tailjoin.serviceConfig.DeviceAllow == ["/dev/tpmrm0 rw"]
+        && !machine.systemd.services.tailjoin.serviceConfig.PrivateDevices)
+      {
+        inherit (machine.security) tpm2;
+        inherit (machine.boot) kernelModules;
+        inherit (machine.systemd.services.tailjoin) serviceConfig;
+      })
     (test "template: the box serves nixosConfigurations.machine (its kernel, initrd, init) with the key URL, approval required"
       (let
         nb = boxJSON.netboot;
