@@ -3,8 +3,9 @@
 # shows tailjoin joining the node, ending with `tailjoin status`, the health reports that reached a
 # local webhook receiver and `curl /healthz`; then a netboot machine gets a
 # freshly minted key from `tailjoin-provisioner` via its kernel command line, and an unlisted
-# machine and a replayed boot token are refused. Everything stays on 127.0.0.1
-# and in a temporary directory that is removed afterwards.
+# machine and a replayed boot token are refused; then a machine with a TPM (swtpm) is enrolled
+# (pending, approve) and gets a key sealed to its TPM, which another TPM cannot get. Everything
+# stays on 127.0.0.1 and in a temporary directory that is removed afterwards.
 #
 #   tests/demo.sh        the demo above
 #   tests/demo.sh --vm   a real machine instead: the boot test's Debian 12 image boots under qemu

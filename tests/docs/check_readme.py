@@ -160,13 +160,14 @@ def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
 
 # ------------------------------------------------------------------ what this script runs
 def run_demo(text: str) -> None:
-    name = "tests/demo.sh runs: a node joins, /healthz answers 200, the netboot machine joins, a replayed token is refused"
+    name = "tests/demo.sh runs: a node joins, /healthz answers 200, the netboot machine joins, a replayed token is refused, the TPM machine joins and another TPM is refused"
     try:
         r = run(["bash", "tests/demo.sh"], cwd=ROOT, timeout=1800)
     except subprocess.TimeoutExpired:
         return fail(name, "tests/demo.sh did not end within 30 minutes")
     out = r.stdout + r.stderr
-    want = ["Running as demo-node", "HTTP 200", "Running as demo-netboot", "replay token: HTTP 403"]
+    want = ["Running as demo-node", "HTTP 200", "Running as demo-netboot", "replay token: HTTP 403",
+            "Running as demo-tpm", "another TPM:  HTTP 403", "no TPM:       HTTP 403"]
     missing = [w for w in want if w not in out]
     check(name, r.returncode == 0 and not missing, f"exit {r.returncode}, missing {missing}\n{out[-3000:]}")
 

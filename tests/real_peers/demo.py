@@ -88,7 +88,8 @@ def main() -> int:
             if out.returncode != 0:
                 return 1
             show_health(receiver, health_port)
-            return netboot_fleet(work, hs, fleet)
+            status = netboot_fleet(work, hs, fleet)
+            return status or tpm_machine_joins(work, hs, fleet)
         except Exception as e:  # noqa: BLE001 - the demo explains any failure and exits non-zero
             print(f"\ndemo failed: {e}", file=sys.stderr)
             return 1
@@ -177,6 +178,68 @@ def netboot_fleet(work: Path, hs: peers.Headscale, fleet: list) -> int:
     for k in hs.preauth_keys():
         print(f"    key {k['id']}: reusable={k.get('reusable', False)} ephemeral={k.get('ephemeral', False)} "
               f"used={k.get('used', False)} tags={k.get('acl_tags', [])}")
+    return 0
+
+
+def tpm_machine_joins(work: Path, hs: peers.Headscale, fleet: list) -> int:
+    """Part three: a machine with a TPM (swtpm on the host) gets a key only its TPM can read."""
+    from tpm_machine import Swtpm, get_key, step1
+
+    say("a machine with a TPM: netboot.tpm = \"required\", the key is sealed to its TPM (swtpm on the host)")
+    mac, other_mac = "52:54:00:de:70:01", "52:54:00:de:70:02"
+    boot = work / "boot"
+    boot.mkdir()
+    (boot / "bzImage").write_bytes(b"demo kernel\n")
+    (boot / "initrd").write_bytes(b"demo initrd\n")
+    creds = credentials_dir(work / "tpm-prov-creds", headscale_api_key=hs.api_key())
+    prov = Provisioner(work / "tpm-provisioner", {
+        "mint": {"headscale": {"url": hs.url, "allow_plain_http": True,
+                               "api_key": {"credential": "headscale-api-key"}}},
+        "tags": ["tag:netboot"],
+        "allow": {"networks": ["127.0.0.0/8"]},
+    }, creds)
+    prov.config["netboot"] = {"listen": f"127.0.0.1:{peers.free_port()}", "key_url": prov.url,
+                              "kernel": str(boot / "bzImage"), "initrds": [str(boot / "initrd")],
+                              "tpm": "required"}
+    prov.config_path.write_text(json.dumps(prov.config, indent=1))
+    fleet.append(prov)
+    prov.start()
+    tpm, thief = Swtpm(work / "swtpm-machine"), Swtpm(work / "swtpm-thief")
+    fleet.extend([tpm, thief])
+    tpm.start()
+    thief.start()
+    print("    the machine's side is played by tpm2-tools on swtpm here (tailjoin itself reads /dev/tpmrm0;")
+    print("    tests/boot/test_netboot_tpm.py shows it in a qemu guest with a virtual TPM)")
+    status, _, body = step1(prov, tpm, mac)
+    print(f"    first request, EK shown: HTTP {status} {body.strip()}")
+
+    def admin(*args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILJOIN_")}
+        out = subprocess.run([os.environ["TAILJOIN_PROVISIONER_BIN"], f"--config={prov.config_path}", *args],
+                             capture_output=True, text=True, timeout=30, env=env)
+        print(f"    $ tailjoin-provisioner {' '.join(args)}")
+        for line in (out.stdout + out.stderr).splitlines():
+            print("    | " + line)
+
+    admin("pending")
+    admin("approve", mac)
+    key = get_key(prov, tpm, mac, hostname="demo-tpm")
+    issued = prov.audit[-1]
+    print("    the answer held the key sealed to the TPM (AES-GCM under a credential only that TPM unwrapped);")
+    print("    the provisioner's audit line:")
+    print("    | " + json.dumps(issued))
+    ts = peers.Tailscaled(work / "tailscaled-tpm", "demo-tpm")
+    fleet.append(ts)
+    ts.start()
+    ts.up(hs.url, key, hostname="demo-tpm")
+    ts.wait_state("Running", timeout=60)
+    print(f"    tailscale up with that key: Running as demo-tpm, {' '.join(ts.ips())}")
+
+    say("another TPM claiming the enrolled MAC, and a machine without TPM, are refused")
+    status, _, body = step1(prov, thief, mac)
+    print(f"    another TPM:  HTTP {status} {body.strip()}")
+    status, _, body = prov.request("POST", body={"hostname": "no-tpm", "mac_addresses": [other_mac]})
+    print(f"    no TPM:       HTTP {status} {body.strip()}")
     return 0
 
 

@@ -74,6 +74,7 @@ def test_required_an_unknown_machine_boots_shows_its_ek_and_joins_once_approve_b
     issued = [a for a in prov.audit if a["event"] == "issued"]
     assert len(issued) == 1 and issued[0]["ek_fingerprint"] == tpm.ek_fingerprint, issued
     assert "tpm_enrolled" in issued[0]["matched"] and "boot_token" not in issued[0], issued
+    assert "netboot_token" not in issued[0]["matched"], issued
     assert ("pending", "tpm-pending-approval") in audit_reasons(prov)
     assert ("refused", "tpm-required") in audit_reasons(prov)
     joins(tailscaled_factory, headscale, key, "tpm-required-node")
