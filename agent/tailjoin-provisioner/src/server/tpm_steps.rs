@@ -202,6 +202,8 @@ impl Provisioner {
                     Ok(m) => m,
                     Err(r) => return self.refuse_tpm(client, ident, &r, Some(ek)),
                 };
+                // Proven by its TPM: no boot token was looked at.
+                matched.retain(|m| *m != "netboot_token");
                 matched.push(match by {
                     ProvenBy::Enrolment => "tpm_enrolled",
                     ProvenBy::Ca(_) => "tpm_ca",
