@@ -198,3 +198,17 @@ def test_an_ek_certificate_from_the_fleet_ca_counts_as_approved_and_another_cas_
     assert status == 503 and "waiting for approval" in body, (status, body)
     assert "ek-cert-key-mismatch" in prov.log(), prov.log()[-2000:]
     assert keys_minted(headscale) == minted
+
+
+def test_approve_with_an_ek_given_enrols_a_machine_before_its_first_boot(
+        headscale, netboot_provisioner, swtpm_factory):
+    prov = netboot_provisioner(netboot={"tpm": "required"})
+    tpm = swtpm_factory("machine")
+    bad = cli(prov, "approve", MAC, "--ek", "sha256:1234")
+    assert bad.returncode == 2 and "64 hex digits" in bad.stderr, (bad.returncode, bad.stderr)
+    r = cli(prov, "approve", MAC, "--ek", tpm.ek_fingerprint)
+    assert r.returncode == 0 and f"bound to its TPM (EK {tpm.ek_fingerprint})" in r.stdout, r.stdout
+    minted = keys_minted(headscale)
+    MINTED.append(get_key(prov, tpm, MAC))
+    assert keys_minted(headscale) == minted + 1
+    assert not [a for a in prov.audit if a["event"] == "pending"], prov.audit

@@ -28,8 +28,11 @@ pub fn main(config_path: &Path, action: &ProvisionAction) -> u8 {
     let dir = &settings.state_dir;
     let result = match action {
         ProvisionAction::Pending { json } => list_pending(dir, *json),
-        ProvisionAction::Approve { mac } => enrol::parse_admin_mac(mac).and_then(|mac| {
-            let shown = enrol::pending(dir)?.remove(&mac).and_then(|p| p.ek);
+        ProvisionAction::Approve { mac, ek } => enrol::parse_admin_mac(mac).and_then(|mac| {
+            let shown = match ek {
+                Some(fp) => Some(enrol::parse_admin_ek(fp)?),
+                None => enrol::pending(dir)?.remove(&mac).and_then(|p| p.ek),
+            };
             let outcome = enrol::approve(dir, &mac, &rfc3339(SystemTime::now()), shown.as_ref())?;
             println!(
                 "{mac}: {}; it boots unattended from its next boot request{}",

@@ -30,10 +30,15 @@ pub enum ProvisionAction {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a MAC: from its next boot request on, it boots unattended.
+    /// Approve a MAC: from its next boot request on, it boots unattended. With a TPM, this binds
+    /// the EK the machine showed (`pending` lists it), or the one given with --ek.
     Approve {
         /// The machine's MAC address, e.g. 52:54:00:12:34:56.
         mac: String,
+        /// Bind this EK (sha256:<64 hex>, as `pending` shows it) instead of the one the machine
+        /// showed: enrolment before the first boot, from the machine's own TPM tools.
+        #[arg(long, value_name = "FINGERPRINT")]
+        ek: Option<String>,
     },
     /// Withdraw a MAC's approval (its unspent boot tokens stop working too).
     Revoke {

@@ -101,6 +101,23 @@ pub fn parse_admin_mac(raw: &str) -> Result<String, String> {
     })
 }
 
+/// An EK fingerprint typed by an admin (`approve --ek`), or an error saying what it must look like.
+pub fn parse_admin_ek(raw: &str) -> Result<ShownEk, String> {
+    let fp = raw.trim().to_ascii_lowercase();
+    let ok = fp
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(format!(
+            "{raw:?} is not an EK fingerprint; write it as sha256: and 64 hex digits, as `tailjoin-provisioner pending` shows it (the digest in the name `tpm2_readpublic` prints for the EK, after 000b)"
+        ));
+    }
+    Ok(ShownEk {
+        fingerprint: fp,
+        issuer: None,
+    })
+}
+
 /// The approved MACs (absent file: none).
 pub fn approved(state_dir: &Path) -> Result<BTreeMap<String, Approval>, String> {
     parse_doc::<ApprovedDoc>(&state_dir.join(APPROVED_FILE)).map(|d| d.macs)
@@ -354,6 +371,26 @@ mod tests {
         let old: ApprovedDoc =
             serde_json::from_str(r#"{"version":1,"macs":{"a":{"approved_at":"t"}}}"#).unwrap();
         assert_eq!(old.macs["a"].ek_fingerprint, None);
+    }
+
+    #[test]
+    fn an_admin_typed_ek_must_be_a_sha256_fingerprint() {
+        let fp = format!("sha256:{}", "AB".repeat(32));
+        assert_eq!(
+            parse_admin_ek(&fp).unwrap().fingerprint,
+            fp.to_ascii_lowercase()
+        );
+        for bad in [
+            "",
+            "sha256:abc",
+            "md5:00",
+            &format!("sha256:{}", "zz".repeat(32)),
+        ] {
+            assert!(
+                parse_admin_ek(bad).unwrap_err().contains("64 hex digits"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
