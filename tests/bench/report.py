@@ -314,11 +314,18 @@ def _size(res: dict) -> list[str]:
         lines += [
             "The provisioner runs only on the always-on box and is a program of its own: "
             f"`tailjoin-provisioner` {_mb(prov['stripped'])} (shared libraries "
-            f"{', '.join(sorted(prov['libs']))}, the same as the agent's). Until the workspace split the agent "
+            f"{', '.join(sorted(prov['libs']))}). Until the workspace split the agent "
             "carried it: built side by side on 2026-12-07 with the same toolchain, `tailjoin` was 4.16 MB with "
             "the provisioner inside (commit de53f96, 4,163,736 bytes) and 3.77 MB without it (3,768,144 bytes); "
             f"this run's `tailjoin` is {_mb(tj['stripped'])}. The agent's binary has no provisioner code "
             "(tests/agent-binary-check.sh checks it in every run of tests/run-all.sh).",
+            "",
+            "The TPM-proven key request (issue 18) added 0.13 MB to `tailjoin` (3,768,144 → 3,902,008 bytes "
+            "on 2026-12-07) and the tpm2-tss libraries it links (libtss2-esys, -mu, -sys, -tctildr, and "
+            "OpenSSL's libcrypto through libtss2-esys; the device TCTI is loaded when a TPM is opened), which "
+            "NixOS brings with `security.tpm2`. Its TCTIs other than `device:` (swtpm or mssim over TCP, "
+            "tabrmd) are behind the `network-tcti` cargo feature, off in the machines' build: tss-esapi "
+            "parses them with the regex crate, which made the binary 5.07 MB (5,073,864 bytes).",
             "",
         ]
     return lines
