@@ -12,28 +12,12 @@
 //! Needs `swtpm`, `swtpm_setup` (swtpm-tools) and `tpm2-tools` (tests/lib/ensure-deps.sh
 //! installs them); without them every test here fails and says which is missing.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tailjoin_provisioner::tpm::ek_cert::{EkCaSet, issuer_of};
 use tailjoin_provisioner::tpm::public::{RsaStorageKey, TpmPublic};
-
-/// Where `tool` is on PATH; fails the test, saying what to install, if it is not.
-fn need(tool: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-        "{tool} is not installed: these tests need swtpm's local CA (swtpm_setup, swtpm_localca: \
-         Debian's swtpm-tools), swtpm and tpm2-tools; apt-get install swtpm swtpm-tools \
-         tpm2-tools (tests/lib/ensure-deps.sh does)"
-        )
-    })
-}
+use tailjoin_testkit::{Swtpm, need};
 
 fn need_all() {
     for tool in [
@@ -54,22 +38,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
-}
-
-/// Two free TCP ports in a row for swtpm (server, control).
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = l.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if port < 65535 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two free ports in a row on 127.0.0.1");
 }
 
 /// A swtpm local CA of its own: swtpm_setup.conf, swtpm-localca.conf and .options in a temporary
@@ -135,20 +103,7 @@ impl LocalCa {
 
 /// One TPM manufactured by a local CA and running, with its EK certificate and EK read through
 /// tpm2-tools. The swtpm process is killed when this is dropped, also when a test fails.
-struct Tpm {
-    dir: tempfile::TempDir,
-    tcti: String,
-    swtpm: Option<Child>,
-}
-
-impl Drop for Tpm {
-    fn drop(&mut self) {
-        if let Some(mut swtpm) = self.swtpm.take() {
-            let _ = swtpm.kill();
-            let _ = swtpm.wait();
-        }
-    }
-}
+struct Tpm(Swtpm);
 
 impl Tpm {
     fn manufactured_by(ca: &LocalCa) -> Tpm {
@@ -178,69 +133,20 @@ impl Tpm {
             "swtpm-localca left no root and issuer certificate in its statedir"
         );
 
-        let port = free_port_pair();
-        let swtpm = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start swtpm");
-        let mut tpm = Tpm {
-            dir,
-            tcti: format!("swtpm:host=127.0.0.1,port={port}"),
-            swtpm: Some(swtpm),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(Ok(Some(status))) = tpm.swtpm.as_mut().map(|c| c.try_wait()) {
-                panic!("swtpm exited ({status}) before listening on {port}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "swtpm did not listen on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tpm = Swtpm::start_in(dir);
         tpm.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
-        tpm.tool(&["tpm2_flushcontext", "-t"]);
         tpm.tool(&["tpm2_nvread", "0x01c00002", "-C", "o", "-o", "ek.der"]);
-        tpm
-    }
-
-    fn tool(&self, args: &[&str]) {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .current_dir(self.dir.path())
-            .env("TPM2TOOLS_TCTI", &self.tcti)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        let path: &Path = &self.dir.path().join(name);
-        std::fs::read(path).unwrap_or_else(|e| panic!("read {name}: {e}"))
+        Tpm(tpm)
     }
 
     /// The EK certificate as the TPM's NV index gives it.
     fn ek_cert(&self) -> Vec<u8> {
-        self.read("ek.der")
+        self.0.read("ek.der")
     }
 
     /// The EK as tpm2_createek gives it (TPM2B_PUBLIC).
     fn ek(&self) -> RsaStorageKey {
-        TpmPublic::parse_tpm2b(&self.read("ek.pub"), "EK public area")
+        TpmPublic::parse_tpm2b(&self.0.read("ek.pub"), "EK public area")
             .expect("EK parses")
             .rsa_storage_key()
             .expect("an RSA EK")

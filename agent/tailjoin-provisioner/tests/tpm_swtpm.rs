@@ -6,144 +6,25 @@
 //! Needs `swtpm` and `tpm2-tools` (tests/lib/ensure-deps.sh installs them); without them every
 //! test here fails and says which is missing.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use tailjoin_provisioner::tpm::credential::make_credential;
 use tailjoin_provisioner::tpm::public::TpmPublic;
-
-fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: these tests need a real TPM (swtpm) and tpm2-tools; \
-         apt-get install swtpm tpm2-tools (tests/lib/ensure-deps.sh does)"
-    );
-}
-
-/// Two free TCP ports in a row for swtpm (server, control).
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = l.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if port < 65535 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two free ports in a row on 127.0.0.1");
-}
+use tailjoin_testkit::Swtpm;
 
 /// One swtpm with an EK and an AK made by tpm2-tools, in its own directory.
-struct Tpm {
-    dir: tempfile::TempDir,
-    tcti: String,
-    swtpm: Child,
-}
+struct Tpm(Swtpm);
 
-impl Drop for Tpm {
-    fn drop(&mut self) {
-        let _ = self.swtpm.kill();
-        let _ = self.swtpm.wait();
+impl std::ops::Deref for Tpm {
+    type Target = Swtpm;
+    fn deref(&self) -> &Swtpm {
+        &self.0
     }
 }
 
 impl Tpm {
     fn start() -> Tpm {
-        need("swtpm");
-        need("tpm2_createek");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).expect("state dir");
-        let port = free_port_pair();
-        let swtpm = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start swtpm");
-        let tpm = Tpm {
-            dir,
-            tcti: format!("swtpm:host=127.0.0.1,port={port}"),
-            swtpm,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "swtpm did not listen on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        tpm.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
-        tpm.tool(&[
-            "tpm2_createak",
-            "-C",
-            "ek.ctx",
-            "-c",
-            "ak.ctx",
-            "-G",
-            "rsa",
-            "-g",
-            "sha256",
-            "-s",
-            "rsassa",
-            "-u",
-            "ak.pub",
-            "-n",
-            "ak.name",
-            "-r",
-            "ak.priv",
-        ]);
-        tpm
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .current_dir(self.dir.path())
-            .env("TPM2TOOLS_TCTI", &self.tcti)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-        // Without a resource manager the TPM keeps transient objects and sessions until they are
-        // flushed: flush after every command, as tpm2-abrmd would.
-        for kind in ["-t", "-s"] {
-            let _ = Command::new("tpm2_flushcontext")
-                .arg(kind)
-                .env("TPM2TOOLS_TCTI", &self.tcti)
-                .output();
-        }
-        out
-    }
-
-    fn tool(&self, args: &[&str]) {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+        let tpm = Swtpm::start();
+        tpm.make_ek_and_ak();
+        Tpm(tpm)
     }
 
     fn ek(&self) -> TpmPublic {
@@ -152,23 +33,6 @@ impl Tpm {
 
     fn ak(&self) -> TpmPublic {
         TpmPublic::parse_tpm2b(&self.read("ak.pub"), "AK public area").expect("AK parses")
-    }
-
-    /// TPM2_ActivateCredential with this TPM's EK (policy session with PolicySecret on the
-    /// endorsement hierarchy, as the EK's policy asks) and AK. The secret, or the TPM's refusal.
-    fn activate(&self, blob: &[u8]) -> Result<Vec<u8>, String> {
-        std::fs::write(self.path("blob"), blob).expect("write blob");
-        let _ = std::fs::remove_file(self.path("out"));
-        let script = "set -e; tpm2_startauthsession --policy-session -S s.ctx; \
-             tpm2_policysecret -S s.ctx -c e >/dev/null; \
-             tpm2_activatecredential -c ak.ctx -C ek.ctx -i blob -o out -P session:s.ctx >/dev/null; \
-             tpm2_flushcontext s.ctx";
-        let out = self.run(&["sh", "-c", script]);
-        if out.status.success() {
-            Ok(self.read("out"))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
     }
 }
 
