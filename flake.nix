@@ -92,7 +92,7 @@
     tryVm = pkgs: pkgs.callPackage ./modules/try-vm-app.nix {nixos = generic pkgs.stdenv.hostPlatform.system [];};
 
     # The Cargo workspace's members as its manifest lists them (tailjoin-common, tailjoin,
-    # tailjoin-provisioner).
+    # tailjoin-provisioner, tailjoin-testkit).
     agentMembers = (lib.importTOML ./agent/Cargo.toml).workspace.members;
 
     # A cargo command over the whole workspace, in the package's build environment (its vendored

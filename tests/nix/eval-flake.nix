@@ -79,9 +79,9 @@ in {
         && package.nativeBuildInputs == ["pkg-config-stand-in"]
         && package.buildInputs == ["tpm2-tss-stand-in"])
       {inherit (package) pname version meta nativeBuildInputs buildInputs;})
-    (test "package.nix: the source is the workspace's manifest and lock and each member's Cargo.toml and src/ (all three crates), nothing else (no target/, fuzz/)"
+    (test "package.nix: the source is the workspace's manifest and lock and each member's Cargo.toml and src/ (all four crates, the tests' testkit too: cargo needs every member), nothing else (no target/, fuzz/)"
       (workspace.members
-        == ["tailjoin-common" "tailjoin" "tailjoin-provisioner"]
+        == ["tailjoin-common" "tailjoin" "tailjoin-provisioner" "tailjoin-testkit"]
         && sourceRoot == toString ../../agent
         && sourcePaths
         == [
@@ -93,6 +93,8 @@ in {
           "tailjoin/src"
           "tailjoin-provisioner/Cargo.toml"
           "tailjoin-provisioner/src"
+          "tailjoin-testkit/Cargo.toml"
+          "tailjoin-testkit/src"
         ]
         && sourceExists)
       {
