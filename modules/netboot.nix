@@ -7,6 +7,7 @@
   config,
   lib,
   modulesPath,
+  options,
   ...
 }: let
   inherit (lib) mkOption types;
@@ -94,6 +95,14 @@ in {
         root.initialHashedPassword = lib.mkOverride 40 "!";
         nixos.initialHashedPassword = lib.mkOverride 40 "!";
       };
+    })
+    # Never stranded: a machine whose boot token expired or was spent before it asked (the
+    # provisioner down mid-boot, say) reboots by itself, after a jittered delay, and asks again
+    # with a fresh token, rather than waiting for a person to power-cycle it. On by default
+    # here (priority of mkDefault); `services.tailjoin.settings.reboot_on_key_failure.enabled
+    # = false` turns it off. Only where the agent's module is imported.
+    (lib.optionalAttrs (options ? services && options.services ? tailjoin) {
+      services.tailjoin.settings.reboot_on_key_failure.enabled = lib.mkDefault true;
     })
     (lib.mkIf cfg.tpm {
       security.tpm2.enable = true;

@@ -63,8 +63,11 @@ in {
         `accept_dns`, `shields_up`, `advertise_routes`, `advertise_exit_node`, `ssh`,
         `operator`), `on_stopped`, `join_timeout_secs`, `retry` (`initial_delay_ms`,
         `max_delay_ms`, `max_attempts`, `key_attempts`, `key_fetch_deadline_secs`), `socket`,
-        `log_level`, and `health` (`listen`, `textfile`, `heartbeat_secs`, `push_timeout_secs`,
-        `push_attempts`, `flush_timeout_secs`, `ca_file`, `allow_plain_http`). A path here
+        `log_level`, `health` (`listen`, `textfile`, `heartbeat_secs`, `push_timeout_secs`,
+        `push_attempts`, `flush_timeout_secs`, `ca_file`, `allow_plain_http`), and
+        `reboot_on_key_failure` (`enabled`, `delay_secs`, `jitter_secs`: reboot, after the delay
+        plus up to the jitter, when the key cannot be had for a reason a new boot cures, such as
+        an expired or spent boot token; off by default, on in the netboot profile). A path here
         (`health.textfile`, `health.ca_file`) is a string outside the store, which assertions check.
 
         The typed options fill in the rest: `auth_key` from {option}`services.tailjoin.authKey`,
@@ -118,6 +121,12 @@ in {
         key_attempts = 2;
       };
       log_level = lib.mkOptionDefault "info";
+      # Never stranded: off here; the netboot profile (modules/netboot.nix) turns it on.
+      reboot_on_key_failure = lib.mapAttrs (_: lib.mkOptionDefault) {
+        enabled = false;
+        delay_secs = 30;
+        jitter_secs = 30;
+      };
       # What the unit decides: its runtime directory, and the units the agent waits for over
       # D-Bus (signals, not polling) before it talks to tailscaled.
       state_dir = "/run/${unitSpec.service.RuntimeDirectory}";

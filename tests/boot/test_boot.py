@@ -114,7 +114,7 @@ def headscale(peers_bin, out_root):
 
 def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image",
                 auth_key: dict | None = None, config_name: str = "tailjoin-config.json",
-                health: dict | None = None) -> Path:
+                health: dict | None = None, extra: dict | None = None) -> Path:
     if os.geteuid() != 0:
         pytest.fail("the boot test builds a root file system with debootstrap and needs root", pytrace=False)
     try:
@@ -132,6 +132,7 @@ def build_image(headscale, peers_bin, out_root, *flags: str, label: str = "image
     }
     if health is not None:
         settings["health"] = health
+    settings.update(extra or {})
     config.write_text(json.dumps(settings) + "\n")
     env = dict(os.environ, TAILJOIN_PEERS_BIN=str(peers_bin))
     t0 = time.monotonic()

@@ -38,11 +38,22 @@ from test_boot import (  # noqa: F401  (fixtures shared with the disk-image boot
 
 import peers  # noqa: E402  (tests/real_peers, put on sys.path by test_boot)
 
-pytestmark = pytest.mark.skipif(not selected("netboot"), reason="not in TAILJOIN_BOOT_SCENARIOS")
+pytestmark = pytest.mark.skipif(not (selected("netboot") or selected("netboot-stranded")),
+                                reason="not in TAILJOIN_BOOT_SCENARIOS")
+# Each scenario's tests, selected by name (the module runs when either is selected).
+netboot_scenario = pytest.mark.skipif(not selected("netboot"), reason="netboot not in TAILJOIN_BOOT_SCENARIOS")
+stranded_scenario = pytest.mark.skipif(not selected("netboot-stranded"),
+                                       reason="netboot-stranded not in TAILJOIN_BOOT_SCENARIOS")
 
-# The approved machine, and one that nobody approved.
+# The approved machine, and one that nobody approved; the machine stranded by an expired token.
 MAC_A = "52:54:00:7a:20:01"
 MAC_B = "52:54:00:7a:20:02"
+MAC_S = "52:54:00:7a:20:03"
+# netboot-stranded: the token's lifetime (the provisioner's minimum) and the image's
+# reboot_on_key_failure (on, as in the NixOS netboot profile; short, for the test).
+STRANDED_TTL_S = 30
+STRANDED_RETURN_TTL_S = 900
+REBOOT_ON_KEY_FAILURE = {"enabled": True, "delay_secs": 5, "jitter_secs": 5}
 # headscale removes an offline ephemeral node after this long (its minimum is just over 65 s).
 EPHEMERAL_TIMEOUT_S = 70
 # Generous bounds for a TCG guest on a busy 2-core machine: iPXE fetches ~100+ MB over qemu's
@@ -70,7 +81,8 @@ def netboot_image(hs, peers_bin, out_root, provisioner_tls) -> Path:
     disk: vmlinuz and netboot-initrd.img (busybox init + the tree as a squashfs)."""
     return build_image(hs, peers_bin, out_root, "--provisioner-ca", str(provisioner_tls["ca"]), "--netboot",
                        label="netboot_image", config_name="tailjoin-config-netboot.json",
-                       auth_key={"kernel_cmdline": {"ca_file": PROV_CA_IN_GUEST}})
+                       auth_key={"kernel_cmdline": {"ca_file": PROV_CA_IN_GUEST}},
+                       extra={"reboot_on_key_failure": REBOOT_ON_KEY_FAILURE})
 
 
 class NetbootProvisioner(HostProvisioner):
@@ -211,6 +223,7 @@ def assert_diskless_and_keyless(b: netboot_vm.Boot, ctx: str) -> None:
         f"`tailjoin status --json` in the guest {ctx}: {status}"
 
 
+@netboot_scenario
 def test_first_boot_joins_with_a_per_boot_token(two_boots, netboot_image):
     ev = two_boots
     b1, prov = ev["b1"], ev["prov"]
@@ -235,6 +248,7 @@ def test_first_boot_joins_with_a_per_boot_token(two_boots, netboot_image):
     note("netboot.boot1", {"node": node.get("given_name"), "checks_uptime": b1.checks.get("uptime")})
 
 
+@netboot_scenario
 def test_reboot_gets_a_new_token_and_a_new_key_and_joins_again(two_boots):
     ev = two_boots
     b1, b2 = ev["b1"], ev["b2"]
@@ -250,6 +264,7 @@ def test_reboot_gets_a_new_token_and_a_new_key_and_joins_again(two_boots):
     assert str((ev["node2"].get("pre_auth_key") or {}).get("id")) == str(keys[1]["id"]), ev["node2"]
 
 
+@netboot_scenario
 def test_first_boots_ephemeral_node_is_gone_after_its_timeout(two_boots):
     ev = two_boots
     assert ev["node1_gone"], f"boot 1's node is still in headscale: {ev['nodes_at_end']}"
@@ -258,6 +273,7 @@ def test_first_boots_ephemeral_node_is_gone_after_its_timeout(two_boots):
     note("netboot.first_node_gone_after_seconds", ev["node1_gone_after_s"])
 
 
+@netboot_scenario
 def test_replayed_boot_token_is_refused(two_boots):
     ev = two_boots
     status, body = ev["replay"]
@@ -265,6 +281,7 @@ def test_replayed_boot_token_is_refused(two_boots):
     assert ev["replay_minted"] == 0, "a replayed token got a key minted"
 
 
+@netboot_scenario
 def test_unapproved_mac_is_refused_on_its_console_then_approved_once(hs, netboot_image, provisioner_tls, out_root):
     """A machine nobody approved: its firmware console says why and how to fix it, it goes on the
     provisioner's pending list, nothing is minted. Approved once with `tailjoin-provisioner
@@ -297,3 +314,92 @@ def test_unapproved_mac_is_refused_on_its_console_then_approved_once(hs, netboot
     finally:
         vm.stop()
         prov.stop()
+
+
+# --------------------------------------------------------------------------- netboot-stranded
+
+
+@pytest.fixture(scope="module")
+def stranded(hs, netboot_image, provisioner_tls, out_root):
+    """Never stranded, for real: the provisioner (token_ttl_secs 30) serves the boot script, the
+    kernel and the initrd, and is stopped as soon as the guest's kernel runs (the console's
+    "Welcome to"), before the guest's tailjoin asks for its key. It comes back once the token has
+    expired. The guest's tailjoin is refused 403 boot_token_expired, reboots the machine by
+    itself (reboot_on_key_failure in the image's config; the host never resets it), iPXE asks
+    for a new boot script, gets a new token, and the machine joins. The provisioner comes back
+    with a lifetime of STRANDED_RETURN_TTL_S: a TCG guest on a busy host takes longer than 30 s
+    from its boot script to its key request, so with 30 s every boot would find its token expired
+    and reboot again (token_ttl_secs must exceed a machine's boot; secrets/README.md says so)."""
+    keys_before = {str(k["id"]) for k in hs.preauth_keys()}
+    work = out_root / "netboot-stranded"
+    prov = NetbootProvisioner(work / "provisioner", provisioner_tls, hs, netboot_image, [MAC_S])
+    prov.config["netboot"]["token_ttl_secs"] = STRANDED_TTL_S
+    prov.config_path.write_text(json.dumps(prov.config, indent=1) + "\n")
+    prov.start()
+    vm = netboot_vm.NetbootVM(work / "vm", MAC_S, prov.boot_url)
+    ev: dict = {"prov": prov, "vm": vm}
+    try:
+        vm.start()
+        wait("boot_issued line in the audit log",
+             lambda: any(l["event"] == "boot_issued" for l in prov.audit()), BOOT_TIMEOUT_S)
+        issued_at = time.monotonic()
+        vm.wait_for_console("Welcome to", BOOT_TIMEOUT_S)
+        ev["key_requests_before_stop"] = [l for l in prov.audit() if l["event"] in ("issued", "refused")]
+        prov.stop()
+        ev["stopped_after_issue_s"] = round(time.monotonic() - issued_at, 1)
+        # Away past the token's lifetime (the event waited for is its expiry), then back, with a
+        # lifetime longer than this guest's boot for the tokens it issues from now on.
+        while time.monotonic() < issued_at + STRANDED_TTL_S + 2:
+            time.sleep(min(1.0, max(0.0, issued_at + STRANDED_TTL_S + 2 - time.monotonic())))
+        prov.config["netboot"]["token_ttl_secs"] = STRANDED_RETURN_TTL_S
+        prov.config_path.write_text(json.dumps(prov.config, indent=1) + "\n")
+        prov.start()
+        ev["restarted_at"] = vm.now()
+        b2 = vm.wait_for_boot_done(2, BOOT_TIMEOUT_S)
+        ev["b2"] = b2
+        ev["node"] = wait("node of the second boot online in headscale", lambda: node_for(hs, b2), 120)
+        ev["boots"] = vm.boots()
+        ev["keys"] = [k for k in hs.preauth_keys() if str(k["id"]) not in keys_before]
+        ev["audit"] = prov.audit()
+        ev["console"] = vm.console()
+        ev["power_ons"] = vm.power_ons
+        note("netboot_stranded.host_seconds", {"restarted_at": ev["restarted_at"], "seen": vm.seen,
+                                               "stopped_after_issue_s": ev["stopped_after_issue_s"]})
+    except BaseException as e:  # an interrupted wait too: no qemu or provisioner left behind
+        vm.stop()
+        prov.stop()
+        if isinstance(e, run_boot.BootError):
+            pytest.fail(f"{e}\nprovisioner log: {prov.log()[-3000:]}", pytrace=False)
+        raise
+    try:
+        yield ev
+    finally:
+        vm.stop()
+        prov.stop()
+
+
+@stranded_scenario
+def test_stranded_machine_reboots_by_itself_and_joins_after_the_provisioner_returns(stranded):
+    ev = stranded
+    ctx = f"(evidence in {ev['vm'].run_dir})"
+    assert ev["key_requests_before_stop"] == [], \
+        f"the guest asked for its key before the provisioner was stopped; the race was lost {ctx}"
+    # The provisioner's audit: boot script, the refusal of the expired token, a second boot
+    # script (the machine rebooted itself), and the key for that boot.
+    events = [(l["event"], l.get("reason")) for l in ev["audit"]
+              if l["event"] in ("boot_issued", "issued", "refused")]
+    assert events == [("boot_issued", None), ("refused", "boot_token_expired"), ("boot_issued", None),
+                      ("issued", None)], f"{events} {ctx}"
+    for l in ev["audit"]:
+        if l["event"] in ("boot_issued", "issued"):
+            assert MAC_S in l["macs"], l
+    # Nobody reset the machine: one power-on; its firmware asked for a boot script twice.
+    assert len(ev["power_ons"]) == 1, ev["power_ons"]
+    assert ev["console"].count(f"tailjoin: booting {MAC_S}") == 2, f"iPXE did not boot twice {ctx}"
+    # The first boot reported hello and never got to report (it rebooted); the second joined.
+    boots = ev["boots"]
+    assert len(boots) == 2 and boots[0].hello and not boots[0].done and boots[1].done, \
+        f"{[(b.hello_line, b.done) for b in boots]} {ctx}"
+    assert_diskless_and_keyless(ev["b2"], ctx)
+    assert len(ev["keys"]) == 1 and ev["keys"][0].get("used") is True, ev["keys"]
+    assert ev["node"].get("tags") == ["tag:netboot"], ev["node"]

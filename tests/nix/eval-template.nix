@@ -163,6 +163,32 @@ in {
         && machine.users.users.root.openssh.authorizedKeys.keys != []
         && machine.services.openssh.enable)
       machineJSON)
+    (test "template: the netboot profile turns reboot_on_key_failure on (never stranded); a setting turns it off"
+      (let
+        off = builtins.fromJSON ((template.nixosConfigurations.machine.extendModules {
+            modules = [
+              {
+                services.tailjoin = {
+                  validateConfig = false;
+                  settings.reboot_on_key_failure.enabled = false;
+                };
+              }
+            ];
+          })
+          .config
+          .services
+          .tailjoin
+          .configFile
+          .text);
+      in
+        machineJSON.reboot_on_key_failure
+        == {
+          enabled = true;
+          delay_secs = 30;
+          jitter_secs = 30;
+        }
+        && !off.reboot_on_key_failure.enabled)
+      machineJSON.reboot_on_key_failure)
     (test "template: the machine has its TPM (security.tpm2, the TPM drivers) and tailjoin may open /dev/tpmrm0"
       (machine.security.tpm2.enable
         && lib.all (m: lib.elem m machine.boot.kernelModules) ["tpm_crb" "tpm_tis"]

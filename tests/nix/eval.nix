@@ -400,15 +400,37 @@ let
           };
           state_dir = "/run/tailjoin";
           log_level = "info";
+          reboot_on_key_failure = {
+            enabled = false;
+            delay_secs = 30;
+            jitter_secs = 30;
+          };
           tailscaled_unit = "tailscaled.service";
           wait_for_units = ["network-online.target"];
         })
       defaultJSON)
+    (test "reboot_on_key_failure: off by default; what is set wins field by field, the agent's defaults fill the rest"
+      (let
+        j = rawOf (unvalidated {
+          settings.reboot_on_key_failure = {
+            enabled = true;
+            delay_secs = 5;
+          };
+        });
+      in
+        j.reboot_on_key_failure
+        == {
+          enabled = true;
+          delay_secs = 5;
+          jitter_secs = 30;
+        }
+        && !defaultJSON.reboot_on_key_failure.enabled)
+      null)
     (test "every setting reaches the JSON config"
       (let
         j = rawOf full;
       in
-        builtins.removeAttrs j ["login_server" "wait_for_units" "auth_key" "ephemeral" "socket" "state_dir" "tailscaled_unit"]
+        builtins.removeAttrs j ["login_server" "wait_for_units" "auth_key" "ephemeral" "socket" "state_dir" "tailscaled_unit" "reboot_on_key_failure"]
         == fullSettings
         && j.login_server
         == "https://headscale.example.com"

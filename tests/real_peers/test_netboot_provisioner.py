@@ -151,11 +151,16 @@ def pending_macs(prov) -> list[str]:
     return [p["mac"] for p in json.loads(r.stdout)["pending"]]
 
 
-def post_key(prov, token: str, macs: list[str]) -> tuple[int, str]:
-    status, _, body = prov.request("POST", body={"hostname": "replayer", "machine_id": "0" * 32,
-                                                 "mac_addresses": macs}, token=token)
+def post_key(prov, token: str, macs: list[str], refusal: str | None = None) -> tuple[int, str]:
+    """POST /v1/key; with `refusal`, asserts the answer's Tailjoin-Refusal header names it (the
+    refusal's kind, machine-readably, beside the message)."""
+    status, headers, body = prov.request("POST", body={"hostname": "replayer", "machine_id": "0" * 32,
+                                                       "mac_addresses": macs}, token=token)
     if status == 200:
         MINTED.append(json.loads(body)["key"])
+        assert "tailjoin-refusal" not in headers, headers
+    if refusal is not None:
+        assert headers.get("tailjoin-refusal") == refusal, (status, headers, body)
     return status, body
 
 
@@ -246,18 +251,18 @@ def test_ipxe_boot_enrolment_files_and_the_real_agent_joining_once(
     assert "netboot_token" in issued[0]["matched"]
 
     # The same token again (seen on the wire): refused, nothing minted.
-    status, body = post_key(prov, boot["token"], [mac])
+    status, body = post_key(prov, boot["token"], [mac], refusal="boot_token_used")
     assert status == 403 and "used already" in body, body
     assert len(headscale.preauth_keys()) == 1
 
     # A fresh token presented with another MAC: refused, and not spent by the attempt.
     second = issue(prov, mac)
-    status, body = post_key(prov, second["token"], [OTHER_MAC])
+    status, body = post_key(prov, second["token"], [OTHER_MAC], refusal="boot_token_other_mac")
     assert status == 403 and "bound to a MAC" in body, body
     assert len(headscale.preauth_keys()) == 1
     # A token issued before the restart below, not spent yet.
     third = issue(prov, mac)
-    status, body = post_key(prov, second["token"], [mac])
+    status, body = post_key(prov, second["token"], [mac], refusal="boot_token_revoked")
     assert status == 403 and "revoked" in body, "one boot per MAC: the newer token replaced it"
     reasons = [l["reason"] for l in prov.audit if l["event"] == "refused"]
     assert reasons == ["boot_token_used", "boot_token_other_mac", "boot_token_revoked"], reasons
@@ -269,7 +274,7 @@ def test_ipxe_boot_enrolment_files_and_the_real_agent_joining_once(
     store = (prov.state_dir / "netboot-tokens.json").read_text()
     assert boot["token"] not in store and third["token"] not in store
     prov.start()
-    status, body = post_key(prov, boot["token"], [mac])
+    status, body = post_key(prov, boot["token"], [mac], refusal="boot_token_used")
     assert status == 403 and "used already" in body
     status, body = post_key(prov, third["token"], [mac])
     assert status == 200, body
@@ -312,7 +317,7 @@ def test_pixiecore_api_expiry_revocation_and_refusals(headscale, netboot_provisi
     remember(revoked)
     r = cli(prov, "revoke", UNKNOWN_MAC)
     assert r.returncode == 0 and "revoked" in r.stdout, r.stdout
-    status, body = post_key(prov, revoked, [UNKNOWN_MAC])
+    status, body = post_key(prov, revoked, [UNKNOWN_MAC], refusal="boot_token_revoked")
     assert status == 403 and "revoked" in body, body
     assert ipxe(prov, UNKNOWN_MAC).count("tailjoin-provisioner approve") == 1
 
@@ -320,7 +325,7 @@ def test_pixiecore_api_expiry_revocation_and_refusals(headscale, netboot_provisi
     deadline = issued_at + 31
     while time.monotonic() < deadline:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-    status, body = post_key(prov, expiring, [mac])
+    status, body = post_key(prov, expiring, [mac], refusal="boot_token_expired")
     assert status == 403 and "expired" in body, body
     assert headscale.preauth_keys() == [], "no refusal mints a key"
     kinds = [l.get("reason") for l in prov.audit if l["event"] == "refused"]

@@ -94,6 +94,15 @@ pub enum SecretError {
         reason: String,
         fix: String,
     },
+    /// A key server refused the request, or stayed unavailable: the facts the agent decides
+    /// on (whether a new boot cures it), beside the same message as [`SecretError::Unavailable`].
+    #[error("cannot read the auth key from {source_name}: {reason}; {fix}")]
+    KeyServer {
+        source_name: String,
+        reason: String,
+        fix: String,
+        failure: KeyServerFailure,
+    },
     #[error("the auth key from {source_name} is empty; put the key in it (one line)")]
     Empty { source_name: String },
     #[error("the auth key file {} is readable by group or others (mode {mode:04o}); run `chmod 600 {}` or deliver the key as a systemd credential", path.display(), path.display())]
@@ -106,6 +115,17 @@ pub enum SecretError {
         "the auth key from {source_name} contains whitespace or control characters inside it (between its first and last character; whitespace around it is trimmed); a key is one token on one line"
     )]
     Malformed { source_name: String },
+}
+
+/// How a key server failed, machine-readably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyServerFailure {
+    /// It answered with a refusal (a 4xx): `kind` is its `Tailjoin-Refusal` header
+    /// ([`crate::wire::REFUSAL_HEADER`]) when it sent one, as the provisioner does.
+    Refused { status: u16, kind: Option<String> },
+    /// It could not be reached, or answered only "busy" or "failed" (5xx, 408, 409, 429),
+    /// until the retries or `retry.key_fetch_deadline_secs` ran out.
+    Unavailable,
 }
 
 #[cfg(test)]

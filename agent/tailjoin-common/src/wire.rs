@@ -12,6 +12,20 @@ use serde::{Deserialize, Serialize};
 /// The JSON field of [`KeyAnswer`] that holds the key: the agent's default `json_field`.
 pub const KEY_FIELD: &str = "key";
 
+/// The response header on every refusal of `/v1/key`: the refusal's kind, machine-readable
+/// (the body says it for humans). The agent reads it to tell a refusal a new boot cures (an
+/// expired, spent, revoked or unknown boot token) from one it does not.
+pub const REFUSAL_HEADER: &str = "Tailjoin-Refusal";
+
+/// The refusal kinds of boot tokens ([`REFUSAL_HEADER`]'s values, the audit log's `reason`),
+/// named once for both programs.
+pub mod refusal_kind {
+    pub const BOOT_TOKEN_EXPIRED: &str = "boot_token_expired";
+    pub const BOOT_TOKEN_USED: &str = "boot_token_used";
+    pub const BOOT_TOKEN_UNKNOWN: &str = "boot_token_unknown";
+    pub const BOOT_TOKEN_REVOKED: &str = "boot_token_revoked";
+}
+
 /// Most MACs a request's list is read for; the rest are ignored.
 pub const MAX_REQUEST_MACS: usize = 64;
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 /// What a booting machine sends (the agent's POST body), defined once for both programs.
 pub use tailjoin_common::wire::KeyRequest;
+use tailjoin_common::wire::refusal_kind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -79,11 +80,11 @@ impl Refusal {
             Refusal::Network { .. } => "network_not_allowed",
             Refusal::Mac => "mac_not_allowed",
             Refusal::TokenMissing => "boot_token_missing",
-            Refusal::TokenUnknown => "boot_token_unknown",
-            Refusal::TokenUsed { .. } => "boot_token_used",
+            Refusal::TokenUnknown => refusal_kind::BOOT_TOKEN_UNKNOWN,
+            Refusal::TokenUsed { .. } => refusal_kind::BOOT_TOKEN_USED,
             Refusal::TokenInFlight { .. } => "boot_token_in_use",
-            Refusal::TokenExpired { .. } => "boot_token_expired",
-            Refusal::TokenRevoked { .. } => "boot_token_revoked",
+            Refusal::TokenExpired { .. } => refusal_kind::BOOT_TOKEN_EXPIRED,
+            Refusal::TokenRevoked { .. } => refusal_kind::BOOT_TOKEN_REVOKED,
             Refusal::TokenOtherMac { .. } => "boot_token_other_mac",
             Refusal::L2 { refusal, .. } => refusal.kind(),
             Refusal::TpmRequired { .. } => "tpm-required",

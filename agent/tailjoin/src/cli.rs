@@ -277,6 +277,7 @@ impl RunArgs {
                     ..Default::default()
                 }
             }),
+            reboot_on_key_failure: None,
         }
     }
 }

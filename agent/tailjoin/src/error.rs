@@ -3,7 +3,7 @@
 //! [`tailjoin_common::error`]'s.
 
 use std::path::PathBuf;
-pub use tailjoin_common::error::{ConfigError, SecretError, exit};
+pub use tailjoin_common::error::{ConfigError, KeyServerFailure, SecretError, exit};
 use thiserror::Error;
 
 /// Talking to tailscaled's LocalAPI.

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod error;
 pub mod localapi;
 pub mod prefs;
+pub mod reboot;
 pub mod report;
 pub mod secrets;
 pub mod socket_watch;
@@ -140,7 +141,11 @@ fn run(args: &RunArgs) -> u8 {
     };
     let reporter = reporter.with_textfile(settings.health.textfile.clone());
     let shared = reporter.shared();
-    let result: Result<(), AgentError> = rt.block_on(async {
+    // Drawn once: the agent's Failed report and the wait below use the same plan.
+    let fraction = reboot::random_fraction();
+    let reboot_setting = settings.reboot_on_key_failure;
+    let key_source = settings.auth_key.clone();
+    let status: u8 = rt.block_on(async {
         // Push reporters run beside the agent, fed by queues it never waits on; whatever is
         // still queued when the agent stops (why it gave up) is delivered before exiting.
         let (queues, pushing) = report::push::start(
@@ -151,20 +156,32 @@ fn run(args: &RunArgs) -> u8 {
         );
         let reporter = reporter.with_push(queues);
         let flush_timeout = settings.health.push.flush_timeout;
-        let result = run_agent(settings, keys, reporter, shared).await;
-        if let Err(e) = &result {
-            tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}");
+        let result = run_agent(settings, keys, reporter, shared, fraction).await;
+        let plan = result.as_ref().err().and_then(|e| {
+            decide::stranded::plan(reboot_setting.as_ref(), &key_source, e, fraction)
+        });
+        match (&result, &plan) {
+            (Err(e), Some(plan)) => tracing::error!(
+                tailjoin_error_kind = e.kind(),
+                tailjoin_stranded = plan.cure.kind(),
+                "{}; the key failure: {e}",
+                reboot::announcement(plan)
+            ),
+            (Err(e), None) => tracing::error!(tailjoin_error_kind = e.kind(), "giving up: {e}"),
+            (Ok(()), _) => {}
         }
+        let started = tokio::time::Instant::now();
         pushing.flush(flush_timeout).await;
-        result
+        match (result, plan) {
+            (Ok(()), _) => exit::OK,
+            (Err(_), Some(plan)) => reboot::reboot_after(&plan, started).await,
+            (Err(e), None) => e.exit_code(),
+        }
     });
     // Nothing left is worth waiting for: a blocking task still running (a name lookup that
     // hangs) must not hold up the exit.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
-        Ok(()) => exit::OK,
-        Err(e) => e.exit_code(),
-    }
+    status
 }
 
 /// Who this machine is, for the webhook body. The hostname falls back to the configured one
@@ -188,6 +205,7 @@ async fn run_agent(
     keys: secrets::KeyContext,
     reporter: report::Reporter,
     shared: report::listener::Shared,
+    reboot_fraction: f64,
 ) -> Result<(), AgentError> {
     if let Some(addr) = settings.health.listen {
         // Never in the way of joining: a listener that cannot start is reported and skipped.
@@ -199,7 +217,10 @@ async fn run_agent(
             }
         });
     }
-    agent::Agent::new(settings, keys, reporter)?.run().await
+    agent::Agent::new(settings, keys, reporter)?
+        .with_reboot_fraction(reboot_fraction)
+        .run()
+        .await
 }
 
 fn status(args: &StatusArgs) -> u8 {

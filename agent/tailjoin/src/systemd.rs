@@ -24,6 +24,23 @@ trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
     /// The unit's object, loading its definition if needed.
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Queues a start job for the unit (`mode`: how it treats jobs already queued).
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+}
+
+/// Asks systemd to reboot the machine: a start job for `reboot.target` in mode
+/// `replace-irreversibly`, as `systemctl reboot` queues it, so later jobs cannot cancel it.
+/// systemd's manager rather than logind's `Reboot`: the agent already talks to it, it is
+/// there on every systemd machine (logind need not run on a minimal image), and logind would
+/// also weigh inhibitors and other users' sessions, which an unattended netboot machine must
+/// not wait on. Returns the job's object path; `Err` names what D-Bus said.
+pub async fn request_reboot() -> Result<String, zbus::Error> {
+    let conn = zbus::Connection::system().await?;
+    let manager = ManagerProxy::new(&conn).await?;
+    let job = manager
+        .start_unit("reboot.target", "replace-irreversibly")
+        .await?;
+    Ok(job.to_string())
 }
 
 #[zbus::proxy(

@@ -130,6 +130,17 @@ fn text(status: u16, body: impl Into<String>) -> Reply {
     reply(status, "text/plain; charset=utf-8", b)
 }
 
+/// A refusal of `/v1/key`: its status, its message, and its kind in the `Tailjoin-Refusal`
+/// header for the agent to tell a refusal a new boot cures from one it does not.
+pub(super) fn refusal_reply(refusal: &Refusal) -> Reply {
+    let mut r = text(refusal.http_status(), refusal.message());
+    if let Ok(v) = refusal.kind().parse() {
+        r.headers_mut()
+            .insert(tailjoin_common::wire::REFUSAL_HEADER, v);
+    }
+    r
+}
+
 /// A refusal that says when to ask again: `Retry-After` in whole seconds, at least 1.
 fn retry_later(status: u16, body: &str, after: Duration) -> Reply {
     let mut r = text(status, body);
@@ -481,7 +492,7 @@ impl Provisioner {
             boot_token: label,
             ..self.line("refused", client, ident)
         });
-        text(refusal.http_status(), refusal.message())
+        refusal_reply(refusal)
     }
 
     fn audit_or_log(&self, line: &AuditLine<'_>) {

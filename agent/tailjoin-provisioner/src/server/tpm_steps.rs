@@ -6,7 +6,7 @@
 //!    under that credential.
 
 use super::mint_answer::Sealing;
-use super::{Held, Provisioner, Reply, reply, retry_later, text};
+use super::{Held, Provisioner, Reply, refusal_reply, reply, retry_later, text};
 use crate::audit::AuditLine;
 use crate::boot_store::now_unix;
 use crate::enrol::ShownEk;
@@ -332,9 +332,12 @@ impl Provisioner {
             ek_fingerprint: ek,
             ..self.line("refused", client, ident)
         });
+        let mut reply = refusal_reply(refusal);
         if matches!(refusal, Refusal::TpmBusy) {
-            return retry_later(503, &refusal.message(), Duration::from_secs(5));
+            if let Ok(v) = "5".parse() {
+                reply.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
         }
-        text(refusal.http_status(), refusal.message())
+        reply
     }
 }

@@ -38,6 +38,8 @@ pub struct Agent {
     systemd: Option<SystemdWaiter>,
     /// What systemd last said about a unit being waited for, for the status line.
     unit_wait: Option<(String, Option<ErrorReport>)>,
+    /// The jitter's draw for `reboot_on_key_failure` (the run path plans with the same).
+    reboot_fraction: f64,
 }
 
 /// How the loop ended without an error.
@@ -68,7 +70,15 @@ impl Agent {
             last_connect_error: None,
             systemd: None,
             unit_wait: None,
+            reboot_fraction: 0.0,
         })
+    }
+
+    /// The jitter's draw for a reboot on a key failure, so that the Failed report announces
+    /// the delay the run path then waits.
+    pub fn with_reboot_fraction(mut self, fraction: f64) -> Self {
+        self.reboot_fraction = fraction;
+        self
     }
 
     /// Runs until a signal asks it to stop (Ok) or it gives up (Err).
@@ -98,7 +108,16 @@ impl Agent {
                 Ok(())
             }
             Err(e) => {
-                let summary = format!("failed: {e}");
+                let plan = crate::decide::stranded::plan(
+                    self.settings.reboot_on_key_failure.as_ref(),
+                    &self.settings.auth_key,
+                    &e,
+                    self.reboot_fraction,
+                );
+                let summary = match &plan {
+                    Some(plan) => format!("{}; {e}", crate::reboot::announcement(plan)),
+                    None => format!("failed: {e}"),
+                };
                 self.reporter.transition(Transition {
                     phase: Phase::Failed,
                     summary,

@@ -21,14 +21,14 @@ mod validate;
 
 pub use raw::{
     HttpMethod, OnStopped, RawCmdlineSource, RawConfig, RawHeadscaleMint, RawHealth, RawHttpSource,
-    RawKeySource, RawPingUrl, RawPrefs, RawRetry, RawTailscaleOAuth, RawTokenSource, RawWebhook,
-    ResponseKind, TpmMode, load_file, parse,
+    RawKeySource, RawPingUrl, RawPrefs, RawRebootOnKeyFailure, RawRetry, RawTailscaleOAuth,
+    RawTokenSource, RawWebhook, ResponseKind, TpmMode, load_file, parse,
 };
 pub use settings::{
     CmdlineSource, DEFAULT_FLUSH_TIMEOUT_SECS, DEFAULT_HEARTBEAT_SECS,
     DEFAULT_KEY_FETCH_DEADLINE_SECS, DEFAULT_PUSH_ATTEMPTS, DEFAULT_PUSH_TIMEOUT_SECS,
     DEFAULT_SOCKET, DEFAULT_STATE_DIR, HeadscaleApi, HealthSettings, HttpKeySource, JoinPrefs,
-    KeySource, LogLevel, MintApi, MintSource, PushSettings, ResponseFormat, RetryPolicy, Settings,
-    TailscaleApi, TokenSource, TpmPolicy, UserRef, WebhookSettings,
+    KeySource, LogLevel, MintApi, MintSource, PushSettings, RebootOnKeyFailure, ResponseFormat,
+    RetryPolicy, Settings, TailscaleApi, TokenSource, TpmPolicy, UserRef, WebhookSettings,
 };
 pub use validate::{CMDLINE_TIMEOUT_SECS, validate_expiry, validate_headscale, validate_tailscale};

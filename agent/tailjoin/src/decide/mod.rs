@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 mod key_rejection;
+pub mod stranded;
 pub use key_rejection::is_key_rejection;
 
 /// What the agent is doing: reported in `STATUS=`, journald's `TAILJOIN_STATE` and the status

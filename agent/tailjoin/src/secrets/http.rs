@@ -7,7 +7,7 @@
 use super::KeyContext;
 use super::identity::MachineIdentity;
 use crate::config::{HttpKeySource, HttpMethod, ResponseFormat, RetryPolicy};
-use crate::error::SecretError;
+use crate::error::{KeyServerFailure, SecretError};
 use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -16,6 +16,29 @@ pub(super) struct Attempt {
     pub(super) transient: bool,
     pub(super) reason: String,
     pub(super) fix: String,
+    /// What the agent decides on when this is the last attempt (a refusal and its kind, or
+    /// the server unavailable); `None` for what is neither (TLS, a bad response).
+    pub(super) failure: Option<KeyServerFailure>,
+}
+
+impl Attempt {
+    /// The error when this was the last attempt.
+    pub(super) fn into_error(self, source_name: &str) -> SecretError {
+        let source_name = source_name.to_owned();
+        match self.failure {
+            Some(failure) => SecretError::KeyServer {
+                source_name,
+                reason: self.reason,
+                fix: self.fix,
+                failure,
+            },
+            None => SecretError::Unavailable {
+                source_name,
+                reason: self.reason,
+                fix: self.fix,
+            },
+        }
+    }
 }
 
 pub(crate) async fn read(
@@ -75,7 +98,7 @@ pub(super) async fn fetch(
                 );
             });
     let result = match tokio::time::timeout(retry.key_fetch_deadline, attempts).await {
-        Ok(result) => result.map_err(|a| unavailable(a.reason, a.fix)),
+        Ok(result) => result.map_err(|a| a.into_error(&source_name)),
         Err(_) => Err(super::deadline_passed(&source_name, retry, &last)),
     };
     if let Some(tpm) = tpm {
@@ -100,7 +123,7 @@ async fn fetch_once(
 
 /// One request: a POST of `body` (with a POST source), else a GET. The body of a 2xx answer;
 /// any other status is read by `on_status` (the status, what the server said, whether a token
-/// was sent).
+/// was sent); the refusal's kind from its `Tailjoin-Refusal` header is added to what it says.
 pub(super) async fn request(
     client: &reqwest::Client,
     src: &HttpKeySource,
@@ -120,13 +143,19 @@ pub(super) async fn request(
     if !status.is_success() {
         // The body of an error may say why: its start is shown redacted and short; the rest is
         // not read (a hostile server may send gigabytes).
+        let kind = refusal_kind(resp.headers());
         let said = crate::http_client::error_excerpt(resp).await;
-        return Err(on_status(status, &said, token.is_some()));
+        let mut attempt = on_status(status, &said, token.is_some());
+        if let Some(KeyServerFailure::Refused { kind: k, .. }) = &mut attempt.failure {
+            *k = kind;
+        }
+        return Err(attempt);
     }
     crate::http_client::read_capped(&mut resp, src.max_response_bytes)
         .await
         .map_err(|e| match e {
             crate::http_client::BodyError::TooLarge { limit } => Attempt {
+                failure: None,
                 transient: false,
                 reason: format!("the response is larger than {limit} bytes"),
                 fix: "the server must answer with just the key (or a small JSON object)".into(),
@@ -142,6 +171,7 @@ pub(super) fn parse_body(body: Vec<u8>, format: &ResponseFormat) -> Result<Strin
             String::from_utf8_lossy(e.as_bytes()).into_owned(),
         ));
         Attempt {
+            failure: None,
             transient: false,
             reason: "the response is not UTF-8 text".into(),
             fix: "the server must answer with the key as text".into(),
@@ -167,6 +197,7 @@ fn extract_json_field(text: String, field: &str) -> Result<String, Attempt> {
     let text = SecretString::from(text);
     let doc: serde_json::Value =
         serde_json::from_str(text.expose_secret()).map_err(|e| Attempt {
+            failure: None,
             transient: false,
             reason: format!(
                 "the response is not JSON (line {}, column {})",
@@ -179,16 +210,31 @@ fn extract_json_field(text: String, field: &str) -> Result<String, Attempt> {
     match doc.get(field) {
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Attempt {
+            failure: None,
             transient: false,
             reason: format!("the JSON field {field:?} is not a string"),
             fix: "the server must put the key in that field as a string".into(),
         }),
         None => Err(Attempt {
+            failure: None,
             transient: false,
             reason: format!("the JSON response has no field {field:?}"),
             fix: "set auth_key.http.json_field to the field that holds the key".into(),
         }),
     }
+}
+
+/// The provisioner's `Tailjoin-Refusal` header: a short token of `[a-z0-9_-]`, else ignored.
+fn refusal_kind(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let v = headers
+        .get(tailjoin_common::wire::REFUSAL_HEADER)?
+        .to_str()
+        .ok()?;
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    ok.then(|| v.to_owned())
 }
 
 /// `said` is the server's explanation as [`crate::http_client::error_excerpt`] gives it.
@@ -221,7 +267,16 @@ pub(super) fn status_error(status: reqwest::StatusCode, said: &str, has_token: b
         500..=599 => (true, "the server failed; tailjoin retries with backoff"),
         _ => (false, "the server refused the request"),
     };
+    let failure = if transient {
+        KeyServerFailure::Unavailable
+    } else {
+        KeyServerFailure::Refused {
+            status: code,
+            kind: None,
+        }
+    };
     Attempt {
+        failure: Some(failure),
         transient,
         reason: format!("HTTP {status}{said}"),
         fix: fix.into(),
@@ -231,6 +286,7 @@ pub(super) fn status_error(status: reqwest::StatusCode, said: &str, has_token: b
 fn transport_error(e: reqwest::Error) -> Attempt {
     let t = crate::http_client::describe_transport_error(e);
     Attempt {
+        failure: (!t.tls).then_some(KeyServerFailure::Unavailable),
         // A certificate problem does not go away by waiting; a refused or timed-out connection may.
         transient: !t.tls,
         reason: t.reason,
@@ -261,6 +317,62 @@ mod tests {
             .err()
             .unwrap();
         assert!(!e.reason.contains("fake-key-secret") && !e.transient);
+    }
+
+    #[test]
+    fn refusals_carry_their_kind_and_failures_their_class() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let mut h = HeaderMap::new();
+        assert_eq!(refusal_kind(&h), None);
+        h.insert(
+            "tailjoin-refusal",
+            HeaderValue::from_static("boot_token_expired"),
+        );
+        assert_eq!(refusal_kind(&h).as_deref(), Some("boot_token_expired"));
+        h.insert("tailjoin-refusal", HeaderValue::from_static("ek-mismatch"));
+        assert_eq!(refusal_kind(&h).as_deref(), Some("ek-mismatch"));
+        for odd in ["", "Boot Token", "x\u{7f}", &"a".repeat(65)] {
+            if let Ok(v) = HeaderValue::from_str(odd) {
+                h.insert("tailjoin-refusal", v);
+                assert_eq!(refusal_kind(&h), None, "{odd:?}");
+            }
+        }
+        use reqwest::StatusCode as S;
+        let refused = |s| {
+            Some(KeyServerFailure::Refused {
+                status: s,
+                kind: None,
+            })
+        };
+        assert_eq!(status_error(S::FORBIDDEN, "", true).failure, refused(403));
+        assert_eq!(
+            status_error(S::UNAUTHORIZED, "", true).failure,
+            refused(401)
+        );
+        for s in [
+            S::SERVICE_UNAVAILABLE,
+            S::BAD_GATEWAY,
+            S::TOO_MANY_REQUESTS,
+            S::CONFLICT,
+        ] {
+            assert_eq!(
+                status_error(s, "", true).failure,
+                Some(KeyServerFailure::Unavailable)
+            );
+        }
+        let e = status_error(S::FORBIDDEN, ": refused", true).into_error("kernel command line");
+        assert!(matches!(e, SecretError::KeyServer { .. }), "{e:?}");
+        assert!(e.to_string().contains("HTTP 403 Forbidden: refused"), "{e}");
+        let plain = Attempt {
+            failure: None,
+            transient: false,
+            reason: "r".into(),
+            fix: "f".into(),
+        };
+        assert!(matches!(
+            plain.into_error("s"),
+            SecretError::Unavailable { .. }
+        ));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(super) struct TpmSession {
 
 fn refused(reason: String, fix: String) -> Attempt {
     Attempt {
+        failure: None,
         transient: false,
         reason,
         fix,

@@ -15,7 +15,7 @@ pub use tailjoin_common::secrets::{
 };
 
 use crate::config::RetryPolicy;
-use crate::error::SecretError;
+use crate::error::{KeyServerFailure, SecretError};
 
 /// The reason of the last failed attempt of a network source, for the message when its overall
 /// deadline passes during a later attempt or delay.
@@ -42,7 +42,8 @@ pub(crate) fn deadline_passed(
     last: &LastFailure,
 ) -> SecretError {
     let secs = retry.key_fetch_deadline.as_secs();
-    SecretError::Unavailable {
+    SecretError::KeyServer {
+        failure: KeyServerFailure::Unavailable,
         source_name: source_name.to_owned(),
         reason: match last.get() {
             Some(r) => format!(

@@ -61,6 +61,7 @@ pub(super) fn step2_body(
 
 fn refused(reason: String, fix: &str) -> Attempt {
     Attempt {
+        failure: None,
         transient: false,
         reason,
         fix: fix.to_owned(),
@@ -157,7 +158,7 @@ pub(super) fn proof_status_error(
 ) -> Attempt {
     let code = status.as_u16();
     if matches!(code, 404 | 409 | 410) {
-        return Attempt {
+        return Attempt { failure: None,
             transient: true,
             reason: format!(
                 "the provisioner no longer knows TPM challenge {challenge_id} (HTTP {status}{said}): it expired or was answered already"

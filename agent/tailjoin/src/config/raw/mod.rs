@@ -6,12 +6,14 @@
 
 mod auth_key;
 mod health;
+mod reboot;
 
 pub use auth_key::{
     HttpMethod, RawCmdlineSource, RawHeadscaleMint, RawHttpSource, RawKeySource, RawTailscaleOAuth,
     RawTokenSource, ResponseKind, TpmMode,
 };
 pub use health::{RawHealth, RawPingUrl, RawWebhook};
+pub use reboot::RawRebootOnKeyFailure;
 
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,9 @@ pub struct RawConfig {
     pub units_timeout_secs: Option<u64>,
     /// Health reporting: pull (listener, textfile) and push (webhook, healthchecks, Uptime Kuma).
     pub health: Option<RawHealth>,
+    /// Reboot (after a jittered delay) when the key cannot be had for a reason a new boot
+    /// cures; off by default.
+    pub reboot_on_key_failure: Option<RawRebootOnKeyFailure>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -173,6 +178,10 @@ impl RawConfig {
             wait_for_units: over.wait_for_units.or(self.wait_for_units),
             units_timeout_secs: over.units_timeout_secs.or(self.units_timeout_secs),
             health: match (self.health, over.health) {
+                (Some(base), Some(top)) => Some(base.overlay(top)),
+                (base, top) => top.or(base),
+            },
+            reboot_on_key_failure: match (self.reboot_on_key_failure, over.reboot_on_key_failure) {
                 (Some(base), Some(top)) => Some(base.overlay(top)),
                 (base, top) => top.or(base),
             },

@@ -2,6 +2,7 @@
 
 mod auth_key;
 mod health;
+mod reboot;
 
 pub use auth_key::{
     CmdlineSource, HeadscaleApi, HttpKeySource, KeySource, MintApi, MintSource, ResponseFormat,
@@ -12,6 +13,9 @@ pub use health::{
     DEFAULT_PUSH_TIMEOUT_SECS, HealthSettings, PushSettings, WebhookSettings,
 };
 
+pub use reboot::{
+    DEFAULT_REBOOT_DELAY_SECS, DEFAULT_REBOOT_JITTER_SECS, MAX_REBOOT_SECS, RebootOnKeyFailure,
+};
 pub use tailjoin_common::config::LogLevel;
 
 use super::raw::OnStopped;
@@ -40,6 +44,8 @@ pub struct Settings {
     pub wait_for_units: Vec<String>,
     pub units_timeout: Duration,
     pub health: HealthSettings,
+    /// `None`: a key failure ends the agent (exit status 4), as without the setting.
+    pub reboot_on_key_failure: Option<RebootOnKeyFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

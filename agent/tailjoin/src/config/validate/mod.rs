@@ -3,6 +3,7 @@
 
 mod auth_key;
 mod health;
+mod reboot;
 
 // The field checks and the minting sections are shared with the provisioner.
 use tailjoin_common::config::{fields, validate_mint as mint};
@@ -194,6 +195,7 @@ impl RawConfig {
             wait_for_units,
             units_timeout: Duration::from_secs(units_timeout_secs),
             health,
+            reboot_on_key_failure: reboot::validate(self.reboot_on_key_failure)?,
         })
     }
 }
