@@ -6,6 +6,10 @@ kernel, the same-size initrd) and get the same kernel command line:
 
 - tailjoin: the image's tailjoin (key source kernel_cmdline) POSTs its identity with the boot
   token from the kernel line to the provisioner, which mints a key through headscale's API.
+- tailjoin-tpm: the same image and provisioner path, on a machine with a TPM 2.0 (swtpm behind
+  qemu's tpm-tis): the provisioner's `netboot.tpm` is `required` and the machine's EK enrolled
+  beforehand (`approve MAC --ek`), so the agent proves its TPM (challenge, ActivateCredential,
+  sealed key) instead of presenting the token. The TPM round trip is the one difference.
 - seed:     `--seed-autoconnect KEY`: the seed's oneshot (`sleep 2`, `tailscale status | jq`,
   `tailscale up --authkey`) with a reusable ephemeral pre-auth key baked into the image, as the
   seed does. The one difference.
@@ -30,7 +34,7 @@ from common import ROOT, BenchError, peers
 
 sys.path.insert(0, str(ROOT / "tests" / "boot"))
 
-VARIANTS = ["tailjoin", "seed"]
+VARIANTS = ["tailjoin", "tailjoin-tpm", "seed"]
 BOOT_TIMEOUT_S = 900
 # earlycon: the kernel's banner reaches the serial port at once, not when the console driver
 # registers; loglevel=6 (instead of quiet) lets that NOTICE-level banner through.
@@ -71,7 +75,7 @@ def running_line_s(journal: str) -> float | None:
 
 
 def ready_us(variant: str, boot) -> tuple[int, dict]:
-    if variant == "tailjoin":
+    if variant.startswith("tailjoin"):
         show = boot.show("show")
         return int(show.get("ActiveEnterTimestampMonotonic") or 0), show
     show = boot.show("show-autoconnect")
@@ -88,9 +92,17 @@ def make_provisioner(workdir: Path, tls, hs, image: Path, macs: list[str]):
     return NetbootProvisioner(workdir, tls, hs, image, macs, cmdline=CMDLINE)
 
 
-def one_boot(netboot_vm, run_boot, variant: str, run_dir: Path, mac: str, boot_url: str) -> dict:
-    vm = netboot_vm.NetbootVM(run_dir, mac, boot_url)
+def one_boot(netboot_vm, run_boot, variant: str, run_dir: Path, mac: str, boot_url: str,
+             tpm_state: Path | None = None) -> dict:
+    swtpm = None
+    if tpm_state is not None:
+        from test_netboot_tpm import QemuSwtpm
+        run_dir.mkdir(parents=True, exist_ok=True)
+        swtpm = QemuSwtpm(tpm_state, run_dir)
+    vm = netboot_vm.NetbootVM(run_dir, mac, boot_url, tpm_socket=swtpm.socket if swtpm else None)
     try:
+        if swtpm:
+            swtpm.start()
         vm.start()
         t_banner = None
         deadline = time.monotonic() + BOOT_TIMEOUT_S
@@ -108,8 +120,10 @@ def one_boot(netboot_vm, run_boot, variant: str, run_dir: Path, mac: str, boot_u
         raise BenchError(f"{variant}: {e}") from e
     finally:
         vm.stop()
+        if swtpm:
+            swtpm.stop()
     us, show = ready_us(variant, boot)
-    ok = (show.get("ActiveState") == "active") if variant == "tailjoin" else (show.get("Result") == "success")
+    ok = (show.get("ActiveState") == "active") if variant.startswith("tailjoin") else (show.get("Result") == "success")
     if not us or not ok:
         raise BenchError(f"{variant}: not READY in the guest's report ({run_dir}): {show}")
     run_s = running_line_s(boot.sections.get("journal-text", ""))
@@ -148,19 +162,33 @@ def run(work: Path, runs: int, log=print) -> dict:
                                 str(seed_key), label="netboot_seed_image",
                                 config_name="tailjoin-config-netboot-seed.json",
                                 auth_key={"kernel_cmdline": {"ca_file": test_boot.PROV_CA_IN_GUEST}})
+        images["tailjoin-tpm"] = images["tailjoin"]
         log(f"  images built in {time.monotonic() - t:.0f} s: {images['tailjoin']}, {images['seed']}")
         sizes = {v: {f: (images[v] / f).stat().st_size for f in ("vmlinuz", "netboot-initrd.img")} for v in VARIANTS}
         macs = {v: [f"52:54:00:7b:{k:02x}:{i:02x}" for i in range(runs)] for k, v in enumerate(VARIANTS)}
         prov = {}
         for v in VARIANTS:
             p = make_provisioner(work / f"provisioner-{v}", tls, hs, images[v], macs[v])
+            if v == "tailjoin-tpm":
+                p.config["netboot"]["tpm"] = "required"
+                p.config_path.write_text(json.dumps(p.config, indent=1) + "\n")
             provs.append(p)
             prov[v] = _guard(f"tailjoin-provisioner ({v})", p.start)
+        # The TPM machine's swtpm state: its EK, read once, enrolled for every MAC of the variant
+        # (the same TPM; each boot is a fresh qemu with its own MAC).
+        tpm_state = work / "swtpm-machine"
+        from test_netboot_tpm import learn_ek
+        ek = _guard("the swtpm's EK", learn_ek, tpm_state)
+        for mac in macs["tailjoin-tpm"]:
+            r = prov["tailjoin-tpm"].cli("approve", mac, "--ek", ek)
+            if r.returncode != 0:
+                raise BenchError(f"approve {mac} --ek {ek}: {r.stderr.strip()}")
         boots: dict[str, list] = {v: [] for v in VARIANTS}
         for i in range(runs):
             order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]
             for v in order:
-                r = one_boot(netboot_vm, run_boot, v, work / f"vm-{v}-{i}", macs[v][i], prov[v].boot_url)
+                r = one_boot(netboot_vm, run_boot, v, work / f"vm-{v}-{i}", macs[v][i], prov[v].boot_url,
+                             tpm_state=(tpm_state / "state") if v == "tailjoin-tpm" else None)
                 boots[v].append(r)
                 log(f"  boot {i + 1}/{runs} {v}: power-on → READY {r['power_on_to_ready_s']:.1f} s "
                     f"(kernel banner at {r['host_to_banner_s']:.1f} s host, READY at {r['guest_ready_s']:.2f} s "
@@ -170,6 +198,9 @@ def run(work: Path, runs: int, log=print) -> dict:
             "runs": runs, "cmdline": CMDLINE, "accel": boots["tailjoin"][0]["accel"],
             "sizes": sizes, "boots": boots,
             "ratio_tailjoin_to_seed": med["tailjoin"] / med["seed"],
+            "ratio_tpm_to_tailjoin": med["tailjoin-tpm"] / med["tailjoin"],
+            "tpm_issued": sum(1 for a in prov["tailjoin-tpm"].audit()
+                              if a.get("event") == "issued" and "tpm_enrolled" in a.get("matched", [])),
             "minted_keys": len([k for k in hs.preauth_keys() if not k.get("reusable")]),
         }
     finally:

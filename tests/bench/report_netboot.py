@@ -262,6 +262,7 @@ def storm_bound() -> float:
 def netboot(res: dict) -> list[str]:
     nb = res["netboot"]
     b = nb["boots"]
+    variants = [v for v in ("tailjoin", "tailjoin-tpm", "seed") if v in b]
     lines = [
         "## 7. Netboot: power-on → Running, diskless, under qemu",
         "",
@@ -272,7 +273,11 @@ def netboot(res: dict) -> list[str]:
         "tailjoin (`kernel_cmdline` key source) fetches a freshly minted key from the provisioner with the "
         "boot token. **seed**: `--seed-autoconnect`, the seed's oneshot (`sleep 2`, `tailscale status | jq`, "
         "`tailscale up --authkey`) with a reusable ephemeral pre-auth key baked into the image; the one "
-        "difference. Every boot is a fresh qemu process (power-on) with its own MAC; the variants alternate.",
+        "difference. **tailjoin-tpm** (where measured): the tailjoin variant on a machine with a TPM 2.0 "
+        "(swtpm behind qemu's `tpm-tis`), its EK enrolled beforehand (`approve MAC --ek`), from a provisioner "
+        "with `netboot.tpm = \"required\"`: the agent proves its TPM (challenge, TPM2_ActivateCredential, the "
+        "key sealed to it) instead of presenting the boot token. "
+        "Every boot is a fresh qemu process (power-on) with its own MAC; the variants alternate.",
         "",
         "Power-on → READY = host time from qemu's start to the guest kernel's banner on the serial console "
         "(`Linux version`, printed at once with `earlycon`) + the guest's CLOCK_MONOTONIC at READY "
@@ -282,13 +287,13 @@ def netboot(res: dict) -> list[str]:
         f"- accel: {nb['accel']}; {nb['runs']} boots per variant; kernel command line `{nb['cmdline']}`",
         "- downloaded per boot: " + "; ".join(
             f"{v}: vmlinuz {nb['sizes'][v]['vmlinuz'] / 1e6:.1f} MB, initrd {nb['sizes'][v]['netboot-initrd.img'] / 1e6:.1f} MB"
-            for v in ("tailjoin", "seed")),
+            for v in variants),
         "",
         "| variant | power-on → READY, s | power-on → kernel banner (host), s | kernel → READY (guest), s | "
         "kernel → tailscaled Running (guest), s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for v in ("tailjoin", "seed"):
+    for v in variants:
         rs = b[v]
         run_line = [r["guest_running_line_s"] for r in rs if r.get("guest_running_line_s") is not None]
         lines.append(
@@ -306,6 +311,16 @@ def netboot(res: dict) -> list[str]:
         "Median (min–max).",
         "",
     ]
+    if "tailjoin-tpm" in b:
+        p_ = med([r["power_on_to_ready_s"] for r in b["tailjoin-tpm"]])
+        g_p = med([r["guest_ready_s"] for r in b["tailjoin-tpm"]])
+        lines += [
+            f"Ratio tailjoin-tpm / tailjoin, power-on → READY (medians): **{p_ / t:.3f}** ({p_ - t:+.1f} s; "
+            f"target ≤ 1.05); kernel → READY alone: {g_p / g_t:.3f} ({g_p - g_t:+.2f} s): the added cost of the "
+            f"TPM round trip. {nb.get('tpm_issued', '?')} of {len(b['tailjoin-tpm'])} TPM boots got their key "
+            "as `tpm_enrolled` in the provisioner's audit.",
+            "",
+        ]
     tj = [r["power_on_to_ready_s"] for r in b["tailjoin"]]
     sd = [r["power_on_to_ready_s"] for r in b["seed"]]
     if min(tj) <= max(sd) and min(sd) <= max(tj):

@@ -216,6 +216,10 @@ cred_directive=LoadCredential
 # ProcSubset=pid, and the last assignment wins (the guest checks `systemctl show -p ProcSubset`).
 unit_sets=(--set "Service.$cred_directive=tailscale-auth-key")
 [ -n "$prov_ca" ] && unit_sets=(--set "Service.ProcSubset=all")
+# The kernel_cmdline source may prove the machine's TPM: the NixOS module then sets
+# PrivateDevices=false (which would hide /dev/tpmrm0) and DeviceAllow=/dev/tpmrm0 rw
+# (DevicePolicy=closed stays); appended after the JSON's PrivateDevices=true, the last one wins.
+[ -n "$prov_ca" ] && unit_sets+=(--set "Service.PrivateDevices=false" --set "Service.DeviceAllow=/dev/tpmrm0 rw")
 # With --push-credential a second LoadCredential= line (render-unit.py makes a repeated key a
 # list, one line each, in the order given) and ProcSubset=all, appended like the above.
 [ -n "$push_cred" ] && unit_sets+=(--set "Service.LoadCredential=$push_cred" --set "Service.ProcSubset=all")
@@ -332,11 +336,12 @@ if [ ! -s "$out/manifest.json" ]; then
   mkdir -p "$cache/images"
   build_image
   log "image ready: $out ($(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s MB tree, %s MB on disk, %s s" % (m["rootfs_mb"], m["disk_used_bytes"] >> 20, m["image_seconds"]))' "$out/manifest.json"))"
-  # Keep the seven newest images (a full run uses six).
-  ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +8 | xargs -r rm -rf
+  # Keep the eight newest images (a full run uses seven: netboot-tpm builds the netboot image
+  # for its own headscale).
+  ls -1dt "$cache"/images/*/ 2>/dev/null | tail -n +9 | xargs -r rm -rf
 else
-  # Newest again: the pruning above keeps the seven newest, so an image reused by this run must
-  # not look older than the ones it builds afterwards (a run uses up to six).
+  # Newest again: the pruning above keeps the eight newest, so an image reused by this run must
+  # not look older than the ones it builds afterwards (a run uses up to seven).
   touch "$out"
   log "image cached: $out"
 fi

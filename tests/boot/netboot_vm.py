@@ -83,8 +83,13 @@ def ensure_ipxe_rom() -> None:
 
 
 class NetbootVM:
-    def __init__(self, run_dir: Path, mac: str, bootfile_url: str, memory: int = 1536, smp: int = 2):
+    def __init__(self, run_dir: Path, mac: str, bootfile_url: str, memory: int = 1536, smp: int = 2,
+                 tpm_socket: Path | None = None):
         self.run_dir = Path(run_dir)
+        # A TPM 2.0 (TIS interface) backed by an swtpm listening on this control socket
+        # (`swtpm socket --tpm2 --ctrl type=unixio,path=SOCK`); qemu sends it the init itself,
+        # also at each system_reset, so the swtpm outlives power cycles. None: no TPM.
+        self.tpm_socket = Path(tpm_socket) if tpm_socket else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.mac = mac
         self.bootfile_url = bootfile_url
@@ -121,6 +126,9 @@ class NetbootVM:
             "-device", "virtio-rng-pci",
             "-monitor", f"unix:{self.monitor_path},server=on,wait=off",
         ]
+        if self.tpm_socket:
+            argv += ["-chardev", f"socket,id=chrtpm,path={self.tpm_socket}",
+                     "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]
         (self.run_dir / "qemu.argv").write_text(" ".join(argv) + "\n")
         self.started_at = time.monotonic()
         self.power_ons = [0.0]

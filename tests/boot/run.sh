@@ -2,7 +2,8 @@
 # Runs the boot test: builds (or reuses) the Debian image and boots it with qemu once per
 # scenario against headscale on the host's loopback (test_boot.py), then the diskless netboot:
 # no disk, Debian's iPXE ROM, boot script and per-boot token from the real provisioner
-# (test_netboot.py, scenario netboot). Needs root (debootstrap).
+# (test_netboot.py, scenario netboot), and the same with a TPM (swtpm) the provisioner requires
+# (test_netboot_tpm.py, scenario netboot-tpm). Needs root (debootstrap).
 #
 #   tests/boot/run.sh [pytest args]      e.g. -k normal, or TAILJOIN_BOOT_SCENARIOS=normal
 #
@@ -19,7 +20,7 @@ die() { echo "tests/boot/run.sh: $*" >&2; exit 1; }
 # shellcheck source=deps.sh
 . "$here/deps.sh"
 tj_boot_need debootstrap:debootstrap mkfs.ext4:e2fsprogs qemu-system-x86_64:qemu-system-x86 python3:python3 \
-  mksquashfs:squashfs-tools cpio:cpio \
+  mksquashfs:squashfs-tools cpio:cpio swtpm:swtpm tpm2_createek:tpm2-tools \
   || die "cannot get the tools the boot test needs (see above)"
 python3 -c 'import pytest' 2>/dev/null || die "pytest is missing (tests/lib/ensure-deps.sh installs it)"
 
@@ -37,4 +38,4 @@ fi
 export TAILJOIN_BIN TAILJOIN_PROVISIONER_BIN TAILJOIN_PEERS_BIN
 
 cd "$here"
-exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py test_demo_vm.py "$@"
+exec python3 -m pytest -v -s -p no:cacheprovider test_boot.py test_netboot.py test_netboot_tpm.py test_demo_vm.py "$@"
