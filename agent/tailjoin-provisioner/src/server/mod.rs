@@ -138,6 +138,12 @@ pub(super) fn refusal_reply(refusal: &Refusal) -> Reply {
         r.headers_mut()
             .insert(tailjoin_common::wire::REFUSAL_HEADER, v);
     }
+    // Too many TPM challenges at once: they expire within minutes; ask again soon.
+    if matches!(refusal, Refusal::TpmBusy) {
+        if let Ok(v) = "5".parse() {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+    }
     r
 }
 
@@ -480,6 +486,19 @@ impl Provisioner {
         label: Option<String>,
         refusal: &Refusal,
     ) -> Reply {
+        self.refuse_naming(client, ident, refusal, label, None)
+    }
+
+    /// Logs, audits (with the boot token's label and the EK shown, where there are) and answers
+    /// a refusal.
+    fn refuse_naming(
+        &self,
+        client: IpAddr,
+        ident: &KeyRequest,
+        refusal: &Refusal,
+        label: Option<String>,
+        ek_fingerprint: Option<String>,
+    ) -> Reply {
         tracing::warn!(
             tailjoin_client = %client,
             tailjoin_refusal = refusal.kind(),
@@ -490,6 +509,7 @@ impl Provisioner {
         self.audit_or_log(&AuditLine {
             reason: Some(refusal.kind().to_owned()),
             boot_token: label,
+            ek_fingerprint,
             ..self.line("refused", client, ident)
         });
         refusal_reply(refusal)

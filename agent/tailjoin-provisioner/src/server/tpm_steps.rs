@@ -6,7 +6,7 @@
 //!    under that credential.
 
 use super::mint_answer::Sealing;
-use super::{Held, Provisioner, Reply, refusal_reply, reply, retry_later, text};
+use super::{Held, Provisioner, Reply, reply, retry_later, text};
 use crate::audit::AuditLine;
 use crate::boot_store::now_unix;
 use crate::enrol::ShownEk;
@@ -320,24 +320,6 @@ impl Provisioner {
         refusal: &Refusal,
         ek: Option<String>,
     ) -> Reply {
-        tracing::warn!(
-            tailjoin_client = %client,
-            tailjoin_refusal = refusal.kind(),
-            "{} ({client}): {}",
-            ident.hostname_for_log(),
-            refusal.message()
-        );
-        self.audit_or_log(&AuditLine {
-            reason: Some(refusal.kind().to_owned()),
-            ek_fingerprint: ek,
-            ..self.line("refused", client, ident)
-        });
-        let mut reply = refusal_reply(refusal);
-        if matches!(refusal, Refusal::TpmBusy) {
-            if let Ok(v) = "5".parse() {
-                reply.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-            }
-        }
-        reply
+        self.refuse_naming(client, ident, refusal, None, ek)
     }
 }
