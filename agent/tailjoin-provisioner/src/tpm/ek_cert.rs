@@ -1355,7 +1355,7 @@ mod tests {
             (
                 "a private key",
                 format!(
-                    "{}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                    "{}-----BEGIN PRIVATE KEY-----\nfake-test-key-not-a-secret\n-----END PRIVATE KEY-----\n",
                     pem(&[&v.root_cert])
                 ),
                 "private key",
