@@ -62,7 +62,7 @@ pub struct IssuedReservation {
 }
 
 pub fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    tailjoin_common::wire::to_hex(h)
 }
 
 pub fn unhex(s: &str) -> Option<Hash> {

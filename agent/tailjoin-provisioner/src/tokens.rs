@@ -46,9 +46,7 @@ fn sha256(s: &str) -> Hash {
     out
 }
 
-fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
+use tailjoin_common::wire::to_hex as hex;
 
 fn unhex(s: &str) -> Option<Hash> {
     if s.len() != 64 {

@@ -119,7 +119,7 @@ impl<G> Challenges<G> {
             .map_err(|e| TpmRefusal::Malformed(e.to_string()))?;
         let mut raw_id = [0u8; 16];
         rng.fill_bytes(&mut raw_id);
-        let id: String = raw_id.iter().map(|b| format!("{b:02x}")).collect();
+        let id = tailjoin_common::wire::to_hex(&raw_id);
         let ek_fingerprint = ek.fingerprint();
         self.open.insert(
             id.clone(),

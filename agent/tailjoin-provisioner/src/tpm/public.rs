@@ -142,12 +142,10 @@ impl TpmPublic {
     /// The EK's fingerprint as a person compares it: `sha256:` and the hex of the Name's digest
     /// (`tpm2_readpublic` prints the same Name, with its 000b prefix).
     pub fn fingerprint(&self) -> String {
-        let name = self.name();
-        let mut out = String::from("sha256:");
-        for b in &name[2..] {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        format!(
+            "sha256:{}",
+            tailjoin_common::wire::to_hex(&self.name()[2..])
+        )
     }
 
     /// The public part of an RSA restricted decryption key with AES-CFB inside: what an EK is in
