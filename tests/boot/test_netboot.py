@@ -63,16 +63,22 @@ GUEST_CMDLINE = ("console=ttyS0 panic=-1 quiet systemd.show_status=1 "
                  "tailjoin_test.scenario=netboot tailjoin_test.wait=300 tailjoin_test.hold=86400")
 
 
-@pytest.fixture(scope="module")
-def hs(peers_bin, out_root):
-    h = GuestHeadscale(out_root / "netboot-headscale", bin_dir=peers_bin,
-                       ephemeral_inactivity_timeout=f"{EPHEMERAL_TIMEOUT_S}s")
+def netboot_headscale(workdir: Path, peers_bin):
+    """A netboot scenario's headscale in `workdir` (ephemeral inactivity timeout
+    EPHEMERAL_TIMEOUT_S) with its user `netboot`; a generator for a module fixture: stopped when
+    the fixture ends."""
+    h = GuestHeadscale(workdir, bin_dir=peers_bin, ephemeral_inactivity_timeout=f"{EPHEMERAL_TIMEOUT_S}s")
     h.start()
-    h.user_id = h.create_user("netboot")
     try:
+        h.user_id = h.create_user("netboot")
         yield h
     finally:
         h.stop()
+
+
+@pytest.fixture(scope="module")
+def hs(peers_bin, out_root):
+    yield from netboot_headscale(out_root / "netboot-headscale", peers_bin)
 
 
 @pytest.fixture(scope="module")

@@ -36,15 +36,14 @@ import netboot_vm
 import run_boot
 from test_netboot import (  # noqa: F401  (the netboot scenario's fixtures and helpers)
     BOOT_TIMEOUT_S,
-    EPHEMERAL_TIMEOUT_S,
     NetbootProvisioner,
     assert_diskless_and_keyless,
+    netboot_headscale,
     netboot_image,
     node_for,
     wait,
 )
 from test_boot import (  # noqa: F401
-    GuestHeadscale,
     file_contains,
     note,
     out_root,
@@ -81,14 +80,7 @@ def hs(peers_bin, out_root):
     fixture keeps its database under out_root/netboot-headscale, where a second instance would
     find the user it creates). netboot_image, imported from there, builds the same image recipe
     for this headscale."""
-    h = GuestHeadscale(out_root / "netboot-tpm" / "headscale", bin_dir=peers_bin,
-                       ephemeral_inactivity_timeout=f"{EPHEMERAL_TIMEOUT_S}s")
-    h.start()
-    h.user_id = h.create_user("netboot")
-    try:
-        yield h
-    finally:
-        h.stop()
+    yield from netboot_headscale(out_root / "netboot-tpm" / "headscale", peers_bin)
 
 
 class QemuSwtpm:
